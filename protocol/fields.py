@@ -207,16 +207,16 @@ def _digits_decoder(spec: FieldSpec) -> Callable[[BinaryIO, bytes, int], str]:
 
             def decode_n(io: BinaryIO, raw: bytes, ndigits: int) -> str:
                 text = raw.hex()
-                if text.isdigit():
-                    return text[len(text) - ndigits:]
-                return slow_path(io, raw, ndigits)
+                if text.isdigit() and (not ndigits & 1 or text[0] == "0"):
+                    return text[1:] if ndigits & 1 else text
+                return slow_path(io, raw, ndigits)  # F pad, bad pad or non-BCD
         else:
 
             def decode_n(io: BinaryIO, raw: bytes, ndigits: int) -> str:
                 text = raw.hex()
-                if text.isdigit():
+                if text.isdigit() and (not ndigits & 1 or text[-1] == "0"):
                     return text[:ndigits]
-                return slow_path(io, raw, ndigits)
+                return slow_path(io, raw, ndigits)  # F pad, bad pad or non-BCD
 
         return decode_n
 
@@ -312,9 +312,13 @@ def make_parser(spec: FieldSpec) -> ParseFn:
 
     def unhex(io: BinaryIO, raw: bytes) -> bytes:
         try:
-            return bytes.fromhex(raw.decode("ascii"))
+            value = bytes.fromhex(raw.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
-            raise DecodeError("data is not hex text", field=field, offset=io.tell() - len(raw)) from None
+            value = None
+        # bytes.fromhex skips whitespace: "12 3456 " would give fewer bytes than the prefix declared
+        if value is None or 2 * len(value) != len(raw):
+            raise DecodeError("data is not hex text", field=field, offset=io.tell() - len(raw))
+        return value
 
     if read_length is None:
         nbytes = fixed * 2 if hex_text else fixed
