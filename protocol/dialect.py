@@ -24,7 +24,7 @@ from typing import Any
 import construct
 
 from .errors import DecodeError, DialectError, EncodeError, ProtocolError
-from .fields import FieldCodec, FieldSet, FieldSpec, bind_compiled, parse_format
+from .fields import FORMATS, FieldCodec, FieldSet, FieldSpec, bind_compiled, parse_format
 from .message import Message
 
 _COMPILE_AFTER = 2  # compile a bitmap's struct the second time it is seen
@@ -120,9 +120,13 @@ class Dialect:
     @staticmethod
     def _unhex_bitmap(raw: bytes, offset: int) -> bytes:
         try:
-            return bytes.fromhex(raw.decode("ascii"))
+            value = bytes.fromhex(raw.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
-            raise DecodeError(f"bitmap {raw!r} is not hex text", field=1, offset=offset) from None
+            value = b""
+        # bytes.fromhex skips whitespace, which would shorten the bitmap and shift every field number
+        if len(value) * 2 != len(raw):
+            raise DecodeError(f"bitmap {raw!r} is not hex text", field=1, offset=offset)
+        return value
 
     @staticmethod
     def fields_in_bitmap(bitmap: bytes) -> tuple[int, ...]:
@@ -203,7 +207,17 @@ class Dialect:
 
     def encode(self, message: Message) -> bytes:
         """Message -> bytes from the MTI on. Raises only EncodeError."""
+        try:
+            return self._encode(message)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # e.g. an MTI assigned after construction, non-int field keys
+            raise EncodeError(f"unencodable message ({type(exc).__name__}: {exc})") from exc
+
+    def _encode(self, message: Message) -> bytes:
         mti = message.mti
+        if not (isinstance(mti, str) and len(mti) == 4 and mti.isascii() and mti.isdigit()):
+            raise EncodeError(f"MTI {mti!r} is not 4 digits", field=0)
         out = bytes.fromhex(mti) if self.mti_encoding == "bcd" else mti.encode("ascii")
         numbers = tuple(sorted(message.fields))
         for n in numbers:
@@ -243,6 +257,7 @@ def dialect_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>") 
     try:
         name = str(data.get("name") or Path(source).stem)
         defaults = dict(data.get("defaults", {}))
+        _check_defaults(defaults, source)
         framing_raw = dict(data.get("framing", {}))
         framing = FramingSpec(
             length=str(framing_raw.get("length", "BINARY2")).upper(),
@@ -253,8 +268,14 @@ def dialect_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>") 
         raw_fields = data.get("fields")
         if not isinstance(raw_fields, (list, dict)) or not raw_fields:
             raise DialectError(f"{source}: no [fields] table")
-        entries = raw_fields.items() if isinstance(raw_fields, dict) else (
-            (entry.get("number"), entry) for entry in raw_fields)
+        if isinstance(raw_fields, dict):
+            entries = list(raw_fields.items())
+        else:
+            entries = []
+            for index, entry in enumerate(raw_fields, 1):
+                if not isinstance(entry, Mapping):
+                    raise DialectError(f"{source}: fields entry #{index}: expected a table, got {entry!r}")
+                entries.append((entry.get("number"), entry))
         specs: dict[int, FieldSpec] = {}
         for key, entry in entries:
             specs_entry = _field_from_entry(key, entry, defaults, source)
@@ -275,6 +296,23 @@ def dialect_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>") 
         raise DialectError(f"{source}: {exc}") from exc
 
 
+_SETTING_KEYS = frozenset({"length_encoding", "data_encoding", "align", "charset"})
+_ENTRY_KEYS = _SETTING_KEYS | {"number", "name", "format"}
+
+
+def _check_defaults(defaults: dict[str, Any], source: str) -> None:
+    for key, value in defaults.items():
+        if key in FORMATS and isinstance(value, Mapping):
+            unknown = sorted(set(value) - _SETTING_KEYS)
+            where = f"[defaults.{key}]"
+        else:
+            unknown = [] if key in _SETTING_KEYS else [key]
+            where = "[defaults]"
+        if unknown:
+            raise DialectError(f"{source}: {where}: unknown key(s) {', '.join(map(repr, unknown))} "
+                               f"(allowed: {', '.join(sorted(_SETTING_KEYS))})")
+
+
 def _field_from_entry(key: Any, entry: Any, defaults: dict[str, Any], source: str) -> FieldSpec:
     try:
         number = int(key)
@@ -283,6 +321,10 @@ def _field_from_entry(key: Any, entry: Any, defaults: dict[str, Any], source: st
     if not isinstance(entry, Mapping):
         raise DialectError(f"{source}: field {number}: expected a table")
     where = f"{source}: field {number}"
+    unknown = sorted(set(entry) - _ENTRY_KEYS)
+    if unknown:  # a typo such as 'lenght_encoding' would otherwise silently give a different dialect
+        raise DialectError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} "
+                           f"(allowed: {', '.join(sorted(_ENTRY_KEYS))})")
     if "format" not in entry:
         raise DialectError(f"{where}: missing 'format' (like 'n6', 'an..25', 'b64')")
     try:
