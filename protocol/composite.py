@@ -12,8 +12,13 @@ from dataclasses import dataclass, field
 from .errors import DecodeError, EncodeError
 
 
+def _is_digits(value: object) -> bool:
+    """ASCII digits only: str.isdigit() alone also accepts '²' or '٣', which int() or BCD cannot take."""
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
 def _digits(value: str, width: int, what: str, number: int) -> str:
-    if not (isinstance(value, str) and value.isdigit() and len(value) == width):
+    if not (_is_digits(value) and len(value) == width):
         raise EncodeError(f"{what} must be {width} digits, got {value!r}", field=number)
     return value
 
@@ -37,16 +42,24 @@ class Field60:
 
     @classmethod
     def parse(cls, value: str) -> Field60:
-        if not isinstance(value, str) or len(value) < 8 or not value.isdigit():
+        if not _is_digits(value) or len(value) < 8:
             raise DecodeError(f"field 60 {value!r} is shorter than 60.1 + 60.2 or not digits", field=60)
+        if len(value) in (9, 10):
+            raise DecodeError(f"field 60 {value!r} ends inside 60.3 (n3)", field=60)
+        if len(value) == 12:
+            raise DecodeError(f"field 60 {value!r} has 60.4 without 60.5", field=60)
         return cls(value[0:2], value[2:8], value[8:11], value[11:12], value[12:13], value[13:])
 
     def encode(self) -> str:
         out = _digits(self.tx_type, 2, "60.1", 60) + _digits(self.batch, 6, "60.2", 60)
+        if not (self.nmc or self.read_capability or self.ic_condition or self.extra):
+            return out  # 60.1 + 60.2 only (parse gives nmc='' for an 8-digit field 60)
         out += _digits(self.nmc, 3, "60.3", 60)
         if self.read_capability or self.ic_condition or self.extra:
             out += _digits(self.read_capability or "0", 1, "60.4", 60)
             out += _digits(self.ic_condition or "0", 1, "60.5", 60)
+            if self.extra and not _is_digits(self.extra):
+                raise EncodeError(f"60 extra digits {self.extra!r} are not digits", field=60)
             out += self.extra
         return out
 
@@ -62,14 +75,18 @@ class Field61:
 
     @classmethod
     def parse(cls, value: str) -> Field61:
-        if not isinstance(value, str) or len(value) < 12 or not value.isdigit():
+        if not _is_digits(value) or len(value) < 12:
             raise DecodeError(f"field 61 {value!r} is shorter than 61.1 + 61.2 or not digits", field=61)
+        if 12 < len(value) < 16:
+            raise DecodeError(f"field 61 {value!r} ends inside 61.3 (n4)", field=61)
         return cls(value[0:6], value[6:12], value[12:16], value[16:])
 
     def encode(self) -> str:
         out = _digits(self.batch, 6, "61.1", 61) + _digits(self.stan, 6, "61.2", 61)
-        if self.date:
+        if self.date or self.extra:  # extra digits follow 61.3, which must then be present
             out += _digits(self.date, 4, "61.3", 61)
+        if self.extra and not _is_digits(self.extra):
+            raise EncodeError(f"61 extra digits {self.extra!r} are not digits", field=61)
         return out + self.extra
 
 
@@ -109,8 +126,9 @@ class SettlementTotals:
 
     @classmethod
     def parse(cls, value: str) -> SettlementTotals:
-        if not isinstance(value, str) or len(value) < 62 or not value[:62].isdigit():
-            raise DecodeError(f"settlement totals need 62 digits, got {len(value) if value else 0}", field=48)
+        if not _is_digits(value) or len(value) != 62:
+            length = len(value) if isinstance(value, str) else 0
+            raise DecodeError(f"settlement totals are 62 digits, got {length} characters", field=48)
         return cls(Totals.parse(value[:31]), Totals.parse(value[31:62]))
 
     def encode(self) -> str:
@@ -143,7 +161,7 @@ class BatchRecord:
     organisation: str = "00"
 
     def encode(self) -> str:
-        if not (self.pan.isdigit() and len(self.pan) <= 20):
+        if not (_is_digits(self.pan) and len(self.pan) <= 20):
             raise EncodeError("batch record PAN must be at most 20 digits", field=48)
         return (_digits(self.organisation, 2, "card organisation", 48) + _digits(self.stan, 6, "STAN", 48)
                 + self.pan.rjust(20, "0") + _num(self.amount, 12, "amount", 48))
@@ -160,9 +178,11 @@ def encode_batch_records(records: list[BatchRecord]) -> str:
 
 
 def parse_batch_records(value: str) -> list[BatchRecord]:
-    if not isinstance(value, str) or len(value) < 2 or not value.isdigit():
+    if not _is_digits(value) or len(value) < 2:
         raise DecodeError("batch upload field 48 must start with a 2-digit record count", field=48)
     count = int(value[:2])
+    if not 1 <= count <= RECORDS_PER_UPLOAD:
+        raise DecodeError(f"a batch upload carries 1..{RECORDS_PER_UPLOAD} records, declares {count}", field=48)
     if len(value) != 2 + 40 * count:
         raise DecodeError(f"batch upload declares {count} records but carries {len(value) - 2} digits", field=48)
     return [BatchRecord.parse(value[2 + 40 * i: 42 + 40 * i]) for i in range(count)]
@@ -189,12 +209,17 @@ def encode_device_info(**items: object) -> bytes:
 
 def encode_balance(amount_fen: int, *, currency: str = "156") -> str:
     """Field 54 of a balance reply: account type 10, amount type 02, currency, sign C/D, 12 digits."""
+    if abs(amount_fen) >= 10**12:
+        raise EncodeError(f"balance {amount_fen} does not fit 12 digits", field=54)
+    if not (_is_digits(currency) and len(currency) == 3):
+        raise EncodeError(f"balance currency {currency!r} is not n3", field=54)
     sign = "C" if amount_fen >= 0 else "D"
     return f"1002{currency}{sign}{abs(amount_fen):012d}"
 
 
 def parse_balance(value: str) -> int:
-    if not isinstance(value, str) or len(value) != 20 or value[7] not in "CD" or not value[8:].isdigit():
+    if (not isinstance(value, str) or len(value) != 20 or not _is_digits(value[:7]) or value[7] not in "CD"
+            or not _is_digits(value[8:])):
         raise DecodeError(f"balance {value!r} is not 1002 + currency + C/D + 12 digits", field=54)
     amount = int(value[8:])
     return amount if value[7] == "C" else -amount
