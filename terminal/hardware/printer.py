@@ -143,9 +143,10 @@ class Printer:
             return None
         if point.param is not None and point.param >= length:
             return None  # beyond this receipt: stays armed for a longer one
+        line = point.param  # read first: a count-armed point disarms (and forgets its param) as it fires
         if not point.fires():
             return None
-        return point.param if point.param is not None else self._rng.randrange(length)
+        return line if line is not None else self._rng.randrange(length)
 
     def print(self, receipt: Receipt) -> PrintResult:
         length = len(receipt.lines)
