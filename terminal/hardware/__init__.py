@@ -186,6 +186,19 @@ class Hardware:
             battery=self.battery,
         )
 
+    @classmethod
+    def from_config(cls, config: object, *, clock: Callable[[], float], rng: random.Random | None = None) -> Hardware:
+        """Build from a `terminal.config.TerminalConfig`: its `seed`, `serial` and `[terminal.hardware]` table.
+
+        Keys in the hardware table win over the terminal's seed and serial.
+        """
+        settings: dict[str, object] = {"seed": getattr(config, "seed", 0)}
+        serial = getattr(config, "serial", "")
+        if serial:
+            settings["serial"] = str(serial)[-8:]
+        settings.update(getattr(config, "hardware", None) or {})
+        return cls(HardwareProfile.from_dict(settings), clock=clock, rng=rng)
+
     def _fault_sets(self) -> tuple[FaultPoints, ...]:
         return (self.battery.faults, self.printer.faults, self.reader.faults, self.signature_pad.faults)
 

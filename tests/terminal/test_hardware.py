@@ -233,3 +233,15 @@ def test_a_fleet_of_terminals_is_cheap_in_memory():
     assert per_terminal < 2_000, per_terminal  # bytes; each own rng would add ~2.5 KB more
     for hw in fleet[:3]:
         assert hw.printer.printed == [] and hw.keypad.pending == 0
+
+
+def test_bundle_from_terminal_config():
+    from terminal.config import TerminalConfig
+
+    config = TerminalConfig(seed=5, hardware={"paper_lines": 300, "sign_after_s": 2.0})
+    hw = Hardware.from_config(config, clock=FakeClock())
+    assert hw.profile.seed == 5 and hw.printer.paper_left == 300
+    assert hw.signature_pad.sign_after_s == 2.0
+    assert hw.profile.serial == config.serial[-8:]
+    with pytest.raises(ValueError, match="unknown hardware settings"):
+        Hardware.from_config(TerminalConfig(hardware={"papr": 1}), clock=FakeClock())
