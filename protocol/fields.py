@@ -183,7 +183,7 @@ def _digits_decoder(spec: FieldSpec) -> Callable[[BinaryIO, bytes, int], str]:
             if kind == "z":
                 text = text.replace("=", "D")
             if text.strip(allowed):
-                raise DecodeError(f"data {text!r} has characters not allowed in {kind}", field=field,
+                raise DecodeError(f"data {_safe(spec, text)} has characters not allowed in {kind}", field=field,
                                   offset=io.tell() - len(raw))
             return text
 
@@ -198,7 +198,7 @@ def _digits_decoder(spec: FieldSpec) -> Callable[[BinaryIO, bytes, int], str]:
                 raise DecodeError(f"pad nibble {pad} is not 0 or F", field=field, offset=io.tell() - len(raw))
             text = body
         if text.strip(allowed):
-            raise DecodeError(f"data {raw.hex().upper()} is not valid {kind} (BCD)", field=field,
+            raise DecodeError(f"data {_safe(spec, raw.hex().upper())} is not valid {kind} (BCD)", field=field,
                               offset=io.tell() - len(raw))
         return text
 
