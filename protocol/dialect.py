@@ -290,8 +290,10 @@ def dialect_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>") 
             framing=framing,
             description=str(data.get("description", "")),
         )
-    except DialectError:
-        raise
+    except DialectError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise DialectError(f"{source}: {exc}") from None  # from Dialect / FramingSpec: name the file
     except (KeyError, ValueError, TypeError) as exc:
         raise DialectError(f"{source}: {exc}") from exc
 
