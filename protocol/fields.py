@@ -486,9 +486,11 @@ class FieldSet(construct.Construct):
         for codec in self.codecs:
             codec._emitbuild(code)
             parts.append(f"fb_{id(codec)}(obj[{codec.spec.number}])")
+        # a message with no data elements is legal: "(,)" would not compile, so join an empty tuple
+        joined = f"b''.join(({', '.join(parts)},))" if parts else "b''"
         code.append(
             f"def {name}(obj, io, this):\n"
-            f"    data = b''.join(({', '.join(parts)},))\n"
+            f"    data = {joined}\n"
             f"    if io is not None:\n        io.write(data)\n"
             f"    return data\n"
         )
