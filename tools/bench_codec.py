@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         work(max(3, passes // 20))
 
     count = passes * len(wire)
-    print(f"messages: {', '.join(names)} ({len(wire)} shapes, {sum(map(len, wire))} bytes per pass)")
+    print(f"messages: {', '.join(names)} ({len(wire)} messages, {sum(map(len, wire))} bytes per pass)")
     print(f"{passes} passes x {repeats} repeats, best repeat counted; python {sys.version.split()[0]}, "
           f"pyiso8583 {getattr(iso8583, '__version__', '?')}")
     rates = {}
