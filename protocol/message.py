@@ -69,7 +69,7 @@ class Message:
         return id(self)
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{n}: {display_value(n, self.fields[n])!r}" for n in sorted(self.fields))
+        shown = ", ".join(f"{n}: {display_value(n, self.fields[n], mti=self.mti)!r}" for n in sorted(self.fields))
         return f"Message({self.mti!r}, {{{shown}}})"
 
     # Derived properties ------------------------------------------------------------------
@@ -100,7 +100,7 @@ class Message:
             if unmask:
                 out[str(number)] = value.hex().upper() if isinstance(value, bytes) else value
             else:
-                out[str(number)] = display_value(number, value)
+                out[str(number)] = display_value(number, value, mti=self.mti)
         return out
 
 
@@ -120,8 +120,27 @@ def mask_track(track: str) -> str:
     return mask_pan(track)
 
 
-def display_value(number: int, value: FieldValue) -> str:
-    """A field as it may appear in a log, trace or report: PAN masked, secrets hidden."""
+def mask_batch_records(value: str) -> str:
+    """Field 48 of a batch upload (0320): the PAN inside each 40-digit record masked."""
+    if len(value) < 2 or not value[:2].isdigit():
+        return value
+    out = [value[:2]]
+    for start in range(2, len(value), 40):
+        record = value[start:start + 40]
+        if len(record) == 40:
+            pan = record[8:28].lstrip("0")
+            record = record[:8] + mask_pan(pan).rjust(20, "0") + record[28:]
+        out.append(record)
+    return "".join(out)
+
+
+def display_value(number: int, value: FieldValue, *, mti: str | None = None) -> str:
+    """A field as it may appear in a log, trace or report: PAN masked, secrets hidden.
+
+    Pass the MTI where known: field 48 of a batch upload carries PANs.
+    """
+    if number == 48 and mti in ("0320", "0330") and isinstance(value, str) and len(value) > 4:
+        return mask_batch_records(value)
     if number in PAN_FIELDS and isinstance(value, str):
         return mask_pan(value)
     if number in TRACK_FIELDS and isinstance(value, str):
