@@ -61,6 +61,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "card_read", "source": "reading_card", "dest": "awaiting_host"},
     {"trigger": "card_failed", "source": "reading_card", "dest": "ready"},
     {"trigger": "start_online", "source": "ready", "dest": "awaiting_host"},  # void / refund / echo / status
+    {"trigger": "approved", "source": "awaiting_host", "dest": "awaiting_signature", "conditions": "needs_signature"},
     {"trigger": "approved", "source": "awaiting_host", "dest": "printing"},
     {"trigger": "declined", "source": "awaiting_host", "dest": "printing"},  # declined slip
     {"trigger": "answered", "source": "awaiting_host", "dest": "ready"},  # nothing to print
@@ -70,12 +71,15 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "offline", "source": ["signing_in"], "dest": "signed_out"},
     {"trigger": "must_sign_in", "source": ["awaiting_host", "reversing", "settling", "batch_uploading",
                                            "signing_off", "ready"], "dest": "signed_out"},
-    # printing and signature
-    {"trigger": "printed", "source": "printing", "dest": "awaiting_signature", "conditions": "needs_signature"},
+    # signature (e-signature pad, before the slip is printed so the slip can say whether it was captured)
+    {"trigger": "signature_done", "source": "awaiting_signature", "dest": "printing"},
+    # printing
+    {"trigger": "start_reprint", "source": ["ready", "signed_out"], "dest": "printing"},
     {"trigger": "printed", "source": "printing", "dest": "ready"},
+    {"trigger": "printed_signed_out", "source": "printing", "dest": "signed_out"},  # sign-off voucher
     {"trigger": "print_failed", "source": "printing", "dest": "ready"},  # receipt pending, reprint later
-    {"trigger": "signature_done", "source": "awaiting_signature", "dest": "ready"},
-    {"trigger": "start_reprint", "source": "ready", "dest": "printing"},
+    {"trigger": "print_failed_signed_out", "source": "printing", "dest": "signed_out"},
+
     # reversal
     {"trigger": "start_reversal", "source": "ready", "dest": "reversing"},
     {"trigger": "reversal_done", "source": "reversing", "dest": "ready"},
@@ -86,7 +90,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "settled", "source": ["settling", "batch_uploading"], "dest": "printing"},
     {"trigger": "settlement_failed", "source": ["settling", "batch_uploading"], "dest": "ready"},
     {"trigger": "start_sign_off", "source": "ready", "dest": "signing_off"},
-    {"trigger": "signed_off", "source": "signing_off", "dest": "signed_out"},
+    {"trigger": "signed_off", "source": "signing_off", "dest": "printing"},  # then the sign-off voucher
     {"trigger": "sign_off_failed", "source": "signing_off", "dest": "ready"},
     # maintenance
     {"trigger": "enter_diagnostics", "source": _ONLINE_IDLE, "dest": "diagnostics"},

@@ -1,0 +1,231 @@
+"""`possim terminal`: run operations on one simulated terminal against any cup-pos host.
+
+    possim terminal --connect tcp://127.0.0.1:5800 --journal term.sqlite sign-in sale 12.34 settle
+
+Operations run in order; the journal persists between invocations, so `sale` in one run and
+`void STAN` in the next works, and a reversal left pending by an earlier run is sent before the next
+online operation. With `--json` each operation prints one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ..cli import EXIT_FAILED, EXIT_INTERNAL, EXIT_LINK, EXIT_OK, EXIT_USAGE
+from ..config import ConfigError, load_config
+from ..result import OpResult
+
+OPS_HELP = ("sign-in | sale AMOUNT | void STAN | refund STAN AMOUNT | balance | settle | sign-off | "
+            "reprint [STAN] | echo | status | parameters | status-upload | diagnostics | reboot | "
+            "signature STAN")
+
+
+class UsageError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    args: tuple[Any, ...] = ()
+
+
+def parse_amount(text: str) -> int:
+    """'12.34' -> 1234 fen. Two decimals at most, positive, below 10^10 yuan."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise UsageError(f"amount {text!r} is not a number like 12.34") from None
+    if value <= 0 or value != value.quantize(Decimal("0.01")) or value >= Decimal(10) ** 10:
+        raise UsageError(f"amount {text!r} must be positive with at most two decimals")
+    return int(value * 100)
+
+
+def _stan(text: str) -> str:
+    if not text.isdigit() or len(text) > 6:
+        raise UsageError(f"STAN {text!r} must be up to 6 digits")
+    return text.zfill(6)
+
+
+def parse_ops(tokens: Sequence[str]) -> list[Op]:
+    """Turn `sale 12.34 void 000002` into operations; errors name the token at fault."""
+    ops: list[Op] = []
+    i = 0
+
+    def take(what: str) -> str:
+        nonlocal i
+        if i >= len(tokens):
+            raise UsageError(f"{tokens[i - 1]} needs {what}")
+        i += 1
+        return tokens[i - 1]
+
+    while i < len(tokens):
+        word = tokens[i].lower()
+        i += 1
+        if word in ("sign-in", "signin"):
+            ops.append(Op("sign_in"))
+        elif word == "sale":
+            ops.append(Op("sale", (parse_amount(take("an AMOUNT")),)))
+        elif word == "void":
+            ops.append(Op("void", (_stan(take("a STAN")),)))
+        elif word == "refund":
+            stan = _stan(take("a STAN and an AMOUNT"))
+            ops.append(Op("refund", (stan, parse_amount(take("an AMOUNT")))))
+        elif word == "reprint":
+            if i < len(tokens) and tokens[i].isdigit():
+                ops.append(Op("reprint", (_stan(take("a STAN")),)))
+            else:
+                ops.append(Op("reprint", (None,)))
+        elif word == "signature":
+            ops.append(Op("signature", (_stan(take("a STAN")),)))
+        elif word in ("balance", "settle", "echo", "status", "diagnostics", "reboot"):
+            ops.append(Op(word))
+        elif word in ("sign-off", "signoff"):
+            ops.append(Op("sign_off"))
+        elif word in ("parameters", "parameter-download"):
+            ops.append(Op("parameter_download"))
+        elif word == "status-upload":
+            ops.append(Op("status_upload"))
+        else:
+            raise UsageError(f"unknown operation {tokens[i - 1]!r}; operations: {OPS_HELP}")
+    if not ops:
+        raise UsageError(f"no operation given; operations: {OPS_HELP}")
+    return ops
+
+
+def add_identity_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="terminal TOML file ([terminal] table)")
+    parser.add_argument("--tid", help="terminal id (8 characters)")
+    parser.add_argument("--mid", help="merchant id (15 characters)")
+    parser.add_argument("--tmk", help="terminal master key (32 hex)")
+    parser.add_argument("--tpdu", help="TPDU (10 hex, e.g. 6000060000)")
+    parser.add_argument("--firmware", help="firmware version reported in the header and at sign-in, e.g. 3.0.8")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "terminal", help="run operations on a simulated terminal",
+        description=f"Run operations in order on one terminal. OP: {OPS_HELP}. AMOUNT in yuan (12.34).")
+    parser.add_argument("--connect", help="host link URL (tcp://host:port, serial:///dev/ttyX, ...)")
+    parser.add_argument("--journal", help="terminal journal (SQLite); persists between runs")
+    add_identity_arguments(parser)
+    parser.add_argument("--reply-timeout", type=float, help="seconds to wait for a host reply (default 60)")
+    parser.add_argument("--card", default=None, help="test card name for card operations (default: approved)")
+    parser.add_argument("--method", default="swipe", choices=("swipe", "chip", "contactless"))
+    parser.add_argument("--pin", default=None, help="PIN entered for card operations")
+    parser.add_argument("--json", action="store_true", help="one JSON object per operation")
+    parser.add_argument("--trace", help="write a hex + decoded trace of every frame to this file")
+    parser.add_argument("ops", nargs="+", metavar="OP")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        ops = parse_ops(args.ops)
+        config = load_config(args.config, connect=args.connect, journal=args.journal, tid=args.tid, mid=args.mid,
+                             tmk=args.tmk, tpdu=args.tpdu, firmware=args.firmware, reply_timeout=args.reply_timeout)
+    except (UsageError, ConfigError) as exc:
+        print(f"possim terminal: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_run(config, ops, args))
+    except Exception as exc:  # the contract: internal errors exit 3 with a message, not a traceback
+        print(f"possim terminal: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+async def _run(config: Any, ops: list[Op], args: argparse.Namespace) -> int:
+    from ..core import Terminal
+    from ..journal import JournalError
+    from ..trace import FrameTracer
+
+    tracer = FrameTracer.open(args.trace, dialect=config.dialect) if args.trace else None
+    try:
+        terminal = Terminal(config, trace=tracer)
+    except JournalError as exc:
+        print(f"possim terminal: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    exit_code = EXIT_OK
+    ever_reached = False
+    try:
+        boot = await terminal.power_on()
+        if not boot.ok:
+            _emit(boot, args.json)
+            return EXIT_FAILED
+        for result in await terminal.resume():
+            _emit(result, args.json)
+        for op in ops:
+            result = await _dispatch(terminal, op, args)
+            _emit(result, args.json)
+            if result.rc is not None or terminal.channel.connected:
+                ever_reached = True
+            if not result.ok:
+                exit_code = EXIT_FAILED
+    finally:
+        await terminal.shut_down()
+        terminal.journal.close()
+        if tracer is not None:
+            tracer.close()
+    if exit_code == EXIT_FAILED and not ever_reached and _needs_host(ops):
+        return EXIT_LINK
+    return exit_code
+
+
+def _needs_host(ops: list[Op]) -> bool:
+    return any(op.name not in ("status", "reprint") for op in ops)
+
+
+async def _dispatch(terminal: Any, op: Op, args: argparse.Namespace) -> OpResult:
+    if op.name == "sale":
+        return await terminal.sale(op.args[0], card=args.card, method=args.method, pin=args.pin)
+    if op.name == "balance":
+        return await terminal.balance(card=args.card, method=args.method, pin=args.pin)
+    if op.name == "void":
+        return await terminal.void(op.args[0])
+    if op.name == "refund":
+        return await terminal.refund(op.args[0], op.args[1])
+    if op.name == "reprint":
+        return await terminal.reprint(op.args[0])
+    if op.name == "signature":
+        return await terminal.upload_signature(op.args[0])
+    if op.name == "status":
+        status = terminal.status()
+        return OpResult(op="status", ok=True, state=terminal.state, batch=status["batch"],
+                        display=list(terminal.hw.display.lines), detail={"status": status})
+    method = getattr(terminal, op.name)
+    return await method()
+
+
+def _emit(result: OpResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.as_json(), ensure_ascii=False), flush=True)
+        return
+    verdict = "OK" if result.ok else "FAILED"
+    parts = [f"{result.op}: {verdict}"]
+    if result.rc:
+        parts.append(f"rc={result.rc}")
+    if result.stan:
+        parts.append(f"stan={result.stan}")
+    if result.batch:
+        parts.append(f"batch={result.batch}")
+    if result.amount is not None:
+        parts.append(f"amount={result.amount / 100:.2f}")
+    parts.append(f"state={result.state}")
+    print("  ".join(parts))
+    if result.message:
+        print(f"  {result.message}")
+    for line in result.display:
+        print(f"  | {line}")
+    if result.receipt:
+        print("  " + result.receipt.replace("\n", "\n  "))
+    if "status" in result.detail:
+        for key, value in result.detail["status"].items():
+            print(f"  {key}: {value}")
+    sys.stdout.flush()
