@@ -21,6 +21,7 @@ from protocol.framing import Frame, Header, Tpdu
 from protocol.message import Message
 from protocol.security import WorkingKeys
 
+from .chaos import FaultSet, FaultyLink
 from .links import FrameLink, LinkClosed, LinkUnavailable, open_link
 
 log = logging.getLogger("possim.terminal")
@@ -65,8 +66,8 @@ Connector = Callable[[], Awaitable[FrameLink]]
 class HostChannel:
     """One terminal's connection to its host, opened lazily and reopened after a failure."""
 
-    __slots__ = ("_connect", "_link", "_trace", "clock", "connect_timeout", "dialect", "firmware", "last_rtt",
-                 "tpdu", "url")
+    __slots__ = ("_connect", "_link", "_trace", "clock", "connect_timeout", "dialect", "faults", "firmware",
+                 "last_rtt", "link_down", "tpdu", "url")
 
     def __init__(self, url: str, *, dialect: Dialect, tpdu: str, firmware: str, clock: Callable[[], float],
                  connect_timeout: float = 10.0, connector: Connector | None = None,
@@ -81,12 +82,17 @@ class HostChannel:
         self._link: FrameLink | None = None
         self._trace = trace
         self.last_rtt: float | None = None
+        self.faults: FaultSet | None = None  # message-level faults applied to every link this channel opens
+        self.link_down = False  # a fault switch: the network is down (FM-04)
 
     @property
     def connected(self) -> bool:
         return self._link is not None and not self._link.closed
 
     async def _ensure_link(self) -> FrameLink:
+        if self.link_down:
+            await self.close()
+            raise Offline(f"network down: {self.url} unreachable")
         if self._link is not None and not self._link.closed:
             return self._link
         try:
@@ -98,6 +104,8 @@ class HostChannel:
             raise Offline(f"host unreachable at {self.url}: {exc or type(exc).__name__}") from None
         if self._trace is not None:
             link.trace = self._trace
+        if self.faults is not None:
+            link = FaultyLink(link, self.dialect, self.faults)
         self._link = link
         return link
 

@@ -1,0 +1,173 @@
+"""Message-level faults on a link: drop, delay, duplicate, corrupt - matched on what the frame *means*.
+
+`FaultyLink` wraps any `FrameLink` (TCP, serial, memory) and applies `MessageFault` rules to frames
+going out ("tx") or coming in ("rx"), matched by MTI, processing code, STAN, n-th occurrence or
+probability, drawn from a seeded RNG so a run replays exactly (DESIGN principle 6: a fault changes
+what the link does; the terminal and host react as they would to the real thing).
+
+    link = FaultyLink(inner, dialect)
+    link.faults.add(MessageFault("drop", direction="rx", mti="0210", count=1))   # FM-03
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.dialect import Dialect
+from protocol.errors import ProtocolError
+from protocol.framing import Frame
+from protocol.message import Message
+
+from .links.base import FrameLink
+
+ACTIONS = ("drop", "delay", "duplicate", "corrupt_mac", "override_rc", "garbage")
+
+
+@dataclass
+class MessageFault:
+    """One rule. Unset match fields match anything; `count` limits how many times it fires."""
+
+    action: str
+    direction: str = "rx"  # tx: frames this end sends; rx: frames it receives
+    mti: str | None = None
+    processing_code: str | None = None
+    stan: str | None = None
+    nth: int | None = None  # fire only on the n-th matching frame (1-based)
+    probability: float | None = None
+    count: int | None = None
+    delay: float = 0.0  # seconds, for "delay"
+    rc: str = "96"  # for "override_rc"
+    seen: int = field(default=0, init=False)
+    fired: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown fault action {self.action!r}; actions: {', '.join(ACTIONS)}")
+        if self.direction not in ("tx", "rx"):
+            raise ValueError(f"fault direction must be tx or rx, got {self.direction!r}")
+        if self.probability is not None and not 0 <= self.probability <= 1:
+            raise ValueError("fault probability must be between 0 and 1")
+
+    def matches(self, direction: str, message: Message | None) -> bool:
+        if direction != self.direction or (self.count is not None and self.fired >= self.count):
+            return False
+        if message is None:
+            return self.mti is None and self.processing_code is None and self.stan is None
+        if self.mti is not None and message.mti != self.mti:
+            return False
+        if self.processing_code is not None and message.get(3) != self.processing_code:
+            return False
+        return self.stan is None or message.get(11) == self.stan
+
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class FaultSet:
+    """The rules of one link, switchable at run time."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rules: list[MessageFault] = []
+        self.rng = random.Random(seed)
+        self.log: list[tuple[str, str, str]] = []  # (action, direction, MTI) of each fault that fired
+
+    def add(self, fault: MessageFault) -> MessageFault:
+        self.rules.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def decide(self, direction: str, message: Message | None) -> MessageFault | None:
+        for rule in self.rules:
+            if not rule.matches(direction, message):
+                continue
+            rule.seen += 1
+            if rule.nth is not None and rule.seen != rule.nth:
+                continue
+            if rule.probability is not None and self.rng.random() >= rule.probability:
+                continue
+            rule.fired += 1
+            self.log.append((rule.action, direction, message.mti if message else "?"))
+            return rule
+        return None
+
+
+class FaultyLink(FrameLink):
+    """A link whose frames pass through a `FaultSet` in both directions."""
+
+    def __init__(self, inner: FrameLink, dialect: Dialect, faults: FaultSet | None = None) -> None:
+        self.inner = inner
+        self.dialect = dialect
+        self.faults = faults or FaultSet()
+        self._queued: list[Frame] = []
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+    @property
+    def peer(self) -> str:
+        return self.inner.peer
+
+    @property
+    def trace(self) -> Any:  # type: ignore[override]
+        return self.inner.trace
+
+    @trace.setter
+    def trace(self, hook: Any) -> None:
+        self.inner.trace = hook
+
+    def _decode(self, frame: Frame) -> Message | None:
+        try:
+            return self.dialect.decode(frame.payload)
+        except ProtocolError:
+            return None
+
+    def _apply(self, rule: MessageFault, frame: Frame, message: Message | None) -> list[Frame]:
+        if rule.action == "drop":
+            return []
+        if rule.action == "duplicate":
+            return [frame, frame]
+        if rule.action == "corrupt_mac" and message is not None and isinstance(message.get(64), bytes):
+            message[64] = bytes(b ^ 0xFF for b in message[64])
+            return [Frame(frame.tpdu, frame.header, self.dialect.encode(message))]
+        if rule.action == "override_rc" and message is not None and 39 in message:
+            message[39] = rule.rc
+            return [Frame(frame.tpdu, frame.header, self.dialect.encode(message))]
+        if rule.action == "garbage":
+            return [Frame(frame.tpdu, frame.header, b"\xff" * 8)]
+        return [frame]
+
+    async def send(self, frame: Frame) -> None:
+        message = self._decode(frame)
+        rule = self.faults.decide("tx", message)
+        if rule is None:
+            await self.inner.send(frame)
+            return
+        if rule.action == "delay":
+            await asyncio.sleep(rule.delay)
+            await self.inner.send(frame)
+            return
+        for out in self._apply(rule, frame, message):
+            await self.inner.send(out)
+
+    async def receive(self) -> Frame:
+        while True:
+            if self._queued:
+                return self._queued.pop(0)
+            frame = await self.inner.receive()
+            message = self._decode(frame)
+            rule = self.faults.decide("rx", message)
+            if rule is None:
+                return frame
+            if rule.action == "delay":
+                await asyncio.sleep(rule.delay)
+                return frame
+            self._queued.extend(self._apply(rule, frame, message))
+
+    async def close(self) -> None:
+        await self.inner.close()
