@@ -37,6 +37,7 @@ from protocol.composite import (
     parse_device_info,
 )
 from protocol.dialect import FramingSpec, builtin_dialects
+from protocol.framing import Header
 from protocol.message import SECRET_FIELDS, mask_pan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -174,10 +175,8 @@ def describe_tpdu(tpdu: bytes) -> str:
 
 def firmware_version(header: bytes) -> str | None:
     """The software sub-version (3 BCD bytes) as the firmware version: 03 00 08 -> 3.0.8."""
-    text = header[3:6].hex()
-    if not text.isdigit():
-        return None
-    return ".".join(str(int(text[i:i + 2])) for i in (0, 2, 4))
+    version = Header.from_bytes(header[:6]).firmware
+    return version if "." in version else None
 
 
 def describe_header(header: bytes) -> str:
