@@ -134,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"possim terminal: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if "sign_after_s" not in config.hardware:
+        # On the wall clock a simulated customer signs quickly; the 5 s default suits virtual time.
+        config = config.with_overrides(hardware={**config.hardware, "sign_after_s": 0.3})
     try:
         return asyncio.run(_run(config, ops, args))
     except Exception as exc:  # the contract: internal errors exit 3 with a message, not a traceback
