@@ -179,7 +179,7 @@ class AcquirerHost:
             self.ledger.event("sign_in", {"tid": tid, "batch": batch, "firmware": firmware})
         self._keys[tid] = keys
         reply = catalogue.reply(request, codes.APPROVED, f62=wrapped, f60=Field60("00", batch, mode).encode(),
-                                f37=self.ledger.next_rrn(), **self._now_fields())
+                                **self._now_fields())
         return reply, 0
 
     def _on_sign_off(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
@@ -262,11 +262,14 @@ class AcquirerHost:
                 return "55"
         return codes.APPROVED
 
-    def _record_declined(self, request: Message, entry: Any, kind: str, rc: str, amount: int, pan: str) -> None:
+    def _decline(self, request: Message, entry: Any, kind: str, rc: str, amount: int, pan: str) -> Message:
+        """Record a decline (so a retry with the same STAN is a duplicate) and build its reply."""
         batch = Field60.parse(str(request[60])).batch
+        rrn = self.ledger.next_rrn()
         with self.ledger.tx() as db:
             self.ledger.insert_txn(db, tid=entry.tid, mid=entry.mid, batch=batch, stan=str(request[11]), kind=kind,
-                                   amount_fen=amount, pan=pan, rc=rc, status="declined")
+                                   amount_fen=amount, pan=pan, rc=rc, rrn=rrn, status="declined")
+        return catalogue.reply(request, rc, f37=rrn, **self._now_fields())
 
     def _approve(self, request: Message, entry: Any, kind: str, amount: int, pan: str,
                  original_id: int | None = None) -> Message:
@@ -307,8 +310,7 @@ class AcquirerHost:
             return catalogue.reply(request, refused, **self._now_fields()), 0
         rc = self._card_decision(request, pan, amount)
         if rc != codes.APPROVED:
-            self._record_declined(request, entry, "sale", rc, amount, pan)
-            return catalogue.reply(request, rc, f37=self.ledger.next_rrn(), **self._now_fields()), 0
+            return self._decline(request, entry, "sale", rc, amount, pan), 0
         return self._approve(request, entry, "sale", amount, pan), 0
 
     def _on_balance(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
@@ -318,8 +320,7 @@ class AcquirerHost:
         if rc != codes.APPROVED:
             return catalogue.reply(request, rc, **self._now_fields()), 0
         balance = card.balance_fen if card else 0
-        return catalogue.reply(request, codes.APPROVED, f54=encode_balance(balance), f37=self.ledger.next_rrn(),
-                               **self._now_fields()), 0
+        return catalogue.reply(request, codes.APPROVED, f54=encode_balance(balance), **self._now_fields()), 0
 
     def _original(self, entry: Any, request: Message) -> Any:
         original = Field61.parse(str(request[61]))
@@ -341,8 +342,7 @@ class AcquirerHost:
         elif 37 in request and str(request[37]) != original["rrn"]:
             rc = codes.ORIGINAL_NOT_FOUND
         if rc != codes.APPROVED:
-            self._record_declined(request, entry, "void", rc, amount, pan)
-            return catalogue.reply(request, rc, **self._now_fields()), 0
+            return self._decline(request, entry, "void", rc, amount, pan), 0
         return self._approve(request, entry, "void", amount, pan, original_id=original["id"]), 0
 
     def _on_refund(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
@@ -359,8 +359,7 @@ class AcquirerHost:
         elif amount > original["amount_fen"] - original["refunded_fen"]:
             rc = "61"
         if rc != codes.APPROVED:
-            self._record_declined(request, entry, "refund", rc, amount, pan)
-            return catalogue.reply(request, rc, **self._now_fields()), 0
+            return self._decline(request, entry, "refund", rc, amount, pan), 0
         return self._approve(request, entry, "refund", amount, pan, original_id=original["id"]), 0
 
     def _on_reversal(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
@@ -509,7 +508,7 @@ class HostServer:
         self.host = AcquirerHost(config, self.ledger, clock=clock)
         self.admin = Admin(self)
         self._servers: list[Any] = []
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._links: set[Any] = set()
         self.urls: list[str] = []
 
     async def __aenter__(self) -> HostServer:
@@ -535,9 +534,7 @@ class HostServer:
     async def _serve(self, link: Any) -> None:
         from terminal.links import LinkClosed
 
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
+        self._links.add(link)
         try:
             if self.host.maintenance_mode() == "refuse":
                 return
@@ -556,14 +553,13 @@ class HostServer:
                     return
                 await link.send(reply)
         finally:
-            if task is not None:
-                self._connections.discard(task)
+            self._links.discard(link)
 
     async def close(self) -> None:
         for server in self._servers:
             server.close()
-        for task in list(self._connections):
-            task.cancel()
+        for link in list(self._links):
+            await link.close()  # the handlers see EOF and return: no cancelled tasks left behind
         for server in self._servers:
             with contextlib.suppress(TimeoutError, OSError):
                 await asyncio.wait_for(server.wait_closed(), 5)

@@ -124,8 +124,13 @@ class Ledger:
         return self.one("SELECT * FROM txn WHERE tid = ? AND batch = ? AND stan = ?", (tid, batch, stan))
 
     def next_rrn(self) -> str:
-        row = self.one("SELECT COUNT(*) FROM txn")
-        return f"{int(self.clock()) % 1000000:06d}{(row[0] if row else 0) + 1:06d}"[-12:]
+        """A retrieval reference number unique for this host: day-of-year prefix + a durable counter."""
+        with self.tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'rrn'").fetchone()
+            value = (int(row[0]) if row else 0) % 99_999_999 + 1
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rrn', ?)", (str(value),))
+        day = time.strftime("%j", time.localtime(self.clock()))
+        return f"{day:0>3}{0:01d}{value:08d}"
 
     def insert_txn(self, db: sqlite3.Connection, **values: Any) -> int:
         pan = values.pop("pan", None)
