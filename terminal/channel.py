@@ -119,7 +119,8 @@ class HostChannel:
         header = Header.for_firmware(self.firmware, requirement=requirement)
         return Frame(self.tpdu, header, self.dialect.encode(message))
 
-    async def exchange(self, request: Message, *, timeout: float, keys: WorkingKeys | None = None) -> Reply:
+    async def exchange(self, request: Message, *, timeout: float, keys: WorkingKeys | None = None,
+                       on_sent: Callable[[], None] | None = None) -> Reply:
         """Send `request` (MAC'd when its MTI carries one) and return the matching reply.
 
         Raises Offline before anything was sent, NoReply when nothing matching came in time, and
@@ -138,6 +139,8 @@ class HostChannel:
         except (LinkClosed, OSError) as exc:
             await self.close()
             raise Offline(f"link lost while sending: {exc or type(exc).__name__}") from None
+        if on_sent is not None:
+            on_sent()
         deadline = started + timeout
         while True:
             remaining = deadline - self.clock()

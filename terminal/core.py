@@ -102,6 +102,9 @@ class Terminal:
         self._signature_needed = False
         self._rng = random.Random(config.seed)
         self.reversals_enabled = True  # a fault switch (FM-13) can turn the protection off
+        #: Called at each named step ("sale.journaled", "sale.sent", "settle.answered", ...): the seam crash
+        #: tests and power-loss faults use to stop the terminal at a precise point.
+        self.crash_hook: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------------------------------
     # clocks, display, state
@@ -205,9 +208,17 @@ class Terminal:
     # ------------------------------------------------------------------------------------------
     # host exchanges
     # ------------------------------------------------------------------------------------------
-    async def _exchange(self, request: Message) -> Any:
+    def _point(self, name: str) -> None:
+        """A named step: crash hooks fire here, and a power-loss fault takes effect here."""
+        if self.crash_hook is not None:
+            self.crash_hook(name)
+        self._check_power()
+
+    async def _exchange(self, request: Message, step: str | None = None) -> Any:
         self.hw.battery.consume("network")
-        reply = await self.channel.exchange(request, timeout=self.config.reply_timeout, keys=self.keys)
+        on_sent = (lambda: self._point(f"{step}.sent")) if step else None
+        reply = await self.channel.exchange(request, timeout=self.config.reply_timeout, keys=self.keys,
+                                            on_sent=on_sent)
         self.host_requirement = reply.requirement
         if reply.requirement:
             self.journal.event("host.requirement", {"requirement": reply.requirement})
@@ -455,17 +466,17 @@ class Terminal:
             original_stan=original_stan,
             reversal=_fields_json(reversal) if self.reversals_enabled else None,
         )
-        self._check_power()
+        self._point(f"{op}.journaled")
         self.show(TXN_TYPES[op], _yuan(amount_fen), "PROCESSING...")
         try:
-            reply = await self._exchange(request)
+            reply = await self._exchange(request, op)
         except Offline as exc:
             return await self._unanswered(op, stan, batch, amount_fen, codes.REVERSAL_NO_REPLY, exc, offline=True)
         except NoReply as exc:
             return await self._unanswered(op, stan, batch, amount_fen, codes.REVERSAL_NO_REPLY, exc)
         except BadReply as exc:
             return await self._unanswered(op, stan, batch, amount_fen, exc.reason, exc)
-        self._check_power()
+        self._point(f"{op}.replied")
         msg = reply.message
         rc = msg.response_code or "--"
         if not reply.authenticated:
@@ -484,6 +495,7 @@ class Terminal:
         host_date = str(msg.get(13, "")) or self.now().strftime("%m%d")
         self.journal.record_reply(stan=stan, batch=batch, rc=rc, approved=approved, rrn=rrn, auth_code=auth,
                                   host_date=host_date, host_time=str(msg.get(12, "")))
+        self._point(f"{op}.recorded")
         if not approved:
             self._fire("declined")
             self.show(TXN_TYPES[op], f"DECLINED {rc}", codes.lookup(rc).display, "NOT CHARGED")
@@ -715,13 +727,14 @@ class Terminal:
         debit, debit_n, credit, credit_n = self.journal.batch_totals(batch)
         totals = SettlementTotals(Totals(debit, debit_n, credit, credit_n, 0), Totals())
         intent = self.journal.begin_intent("settlement", batch, {"totals": totals.encode()})
+        self._point("settle.intent")
         self._fire("start_settlement")
         self.show("SETTLEMENT", f"BATCH {batch}", "PROCESSING...")
         stan = self.journal.next_stan()
         request = catalogue.settlement(tid=self.tid, mid=self.mid, stan=stan, batch=batch, totals=totals,
                                        operator=self.config.operator)
         try:
-            reply = await self._exchange(request)
+            reply = await self._exchange(request, "settle")
         except ExchangeError as exc:
             self._fire("settlement_failed")
             self.show("SETTLEMENT FAILED", _why(exc), "RETRY LATER")
@@ -742,6 +755,7 @@ class Terminal:
             return self._result(op, False, rc=rc, stan=stan, batch=batch, message=f"settlement reply: {exc}")
         result = host_totals.result
         self.journal.intent_step(intent, "answered", {"result": result})
+        self._point("settle.answered")
         uploaded = 0
         if result != "balanced":
             self._fire("unbalanced")
@@ -756,6 +770,7 @@ class Terminal:
         voucher = settlement_voucher(data)
         self.journal.record_settlement(batch, result=result, terminal_totals=totals.encode(),
                                        host_totals=host_totals.encode(), uploaded=uploaded)
+        self._point("settle.recorded")
         printed = self._print([voucher])
         next_batch = self.journal.advance_batch()
         self.journal.complete_intent(intent)
@@ -836,8 +851,9 @@ class Terminal:
         self._fire("start_sign_off")
         self.show("SIGN OFF", "PROCESSING...")
         request = catalogue.network("sign_off", stan=stan, **self._base_fields())
+        self._point("sign_off.intent")
         try:
-            reply = await self._exchange(request)
+            reply = await self._exchange(request, "sign_off")
         except ExchangeError as exc:
             self._fire("sign_off_failed")
             timeout = isinstance(exc, NoReply)
@@ -851,6 +867,7 @@ class Terminal:
                 lines.append("UPDATE PARAMETERS")
             self.show(*lines)
             return self._result(op, False, rc=rc, stan=stan, message=codes.describe(rc), detail={"pending": True})
+        self._point("sign_off.answered")
         self.keys = None
         self.journal.set_signed_out()
         self.journal.complete_intent(intent)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -155,6 +157,9 @@ async def _run(config: Any, ops: list[Op], args: argparse.Namespace) -> int:
     except JournalError as exc:
         print(f"possim terminal: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    crash_at = os.environ.get("POSSIM_CRASH_AT")
+    if crash_at:
+        terminal.crash_hook = _crash_at(crash_at)
     exit_code = EXIT_OK
     ever_reached = False
     try:
@@ -179,6 +184,17 @@ async def _run(config: Any, ops: list[Op], args: argparse.Namespace) -> int:
     if exit_code == EXIT_FAILED and not ever_reached and _needs_host(ops):
         return EXIT_LINK
     return exit_code
+
+
+def _crash_at(point: str) -> Any:
+    """POSSIM_CRASH_AT=sale.sent: the process kills itself (SIGKILL) at that step - for crash tests."""
+
+    def hook(name: str) -> None:
+        if name == point:
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
 
 
 def _needs_host(ops: list[Op]) -> bool:
