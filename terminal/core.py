@@ -41,6 +41,7 @@ from protocol.security import WorkingKeys
 from . import machine
 from .channel import BadReply, ExchangeError, HostChannel, NoReply, Offline
 from .config import TerminalConfig
+from .firmware import firmware_profile
 from .hardware import Hardware
 from .hardware.card_reader import CardReadError
 from .hardware.cards import Card, named_card
@@ -102,6 +103,7 @@ class Terminal:
         self._signature_needed = False
         self._rng = random.Random(config.seed)
         self.reversals_enabled = True  # a fault switch (FM-13) can turn the protection off
+        self.batch_upload_enabled = True  # a fault switch: settle without reconciling (FM-16 remedy off)
         #: Called at each named step ("sale.journaled", "sale.sent", "settle.answered", ...): the seam crash
         #: tests and power-loss faults use to stop the terminal at a precise point.
         self.crash_hook: Callable[[str], None] | None = None
@@ -226,6 +228,12 @@ class Terminal:
 
     def _base_fields(self) -> dict[str, str]:
         return {"tid": self.tid, "mid": self.mid, "batch": self.journal.batch}
+
+    def set_firmware(self, version: str) -> None:
+        """Run another firmware version from now on (reported in every header and at sign-in)."""
+        self.firmware = version
+        self.channel.firmware = version
+        self.journal.set_identity(firmware=version)
 
     def _device_info(self) -> bytes:
         return encode_device_info(SN=self.config.serial, FW=self.firmware, BAT=int(self.hw.battery.level))
@@ -387,6 +395,7 @@ class Terminal:
             return self._result(op, False, message="battery critical: new transactions refused")
         if status.low:
             log.info("%s battery low (%.0f%%)", self.tid, status.level)
+            self.journal.event("battery.low", {"level": round(status.level, 1)})
         return None
 
     async def sale(self, amount_fen: int, *, card: Card | str | None = None, method: str = "swipe",
@@ -401,6 +410,8 @@ class Terminal:
                                 pin: str | None) -> OpResult:
         refused = self._refuse_if_unfit(op)
         if refused:
+            if self.hw.battery.status().critical and self.state == "ready":
+                await self._close_day_before_power_down(refused)
             return refused
         if amount_fen is not None and not 0 < amount_fen < 10**12:
             return self._result(op, False, message=f"invalid amount {amount_fen}")
@@ -436,6 +447,14 @@ class Terminal:
             return await self._balance_exchange(request, stan)
         return await self._financial_exchange(op, request, pan=read.pan, amount_fen=amount_fen or 0,
                                               entry_mode=read.entry_mode)
+
+    async def _close_day_before_power_down(self, refused: OpResult) -> None:
+        """Battery critical (FM-10): settle and sign off while there is still power to do it."""
+        closing = await self.settle() if self.journal.summary()["transactions"] else await self.sign_off()
+        self.show("BATTERY CRITICAL", "DAY CLOSED" if closing.ok else "DAY NOT CLOSED", "CHARGE THE TERMINAL")
+        refused.state = self.state
+        refused.display = list(self.hw.display.lines)
+        refused.detail["day_closed"] = closing.ok
 
     async def _balance_exchange(self, request: Message, stan: str) -> OpResult:
         self.show("BALANCE", "PROCESSING...")
@@ -731,8 +750,9 @@ class Terminal:
         self._fire("start_settlement")
         self.show("SETTLEMENT", f"BATCH {batch}", "PROCESSING...")
         stan = self.journal.next_stan()
-        request = catalogue.settlement(tid=self.tid, mid=self.mid, stan=stan, batch=batch, totals=totals,
-                                       operator=self.config.operator)
+        request = firmware_profile(self.firmware).settlement_request(
+            catalogue.settlement(tid=self.tid, mid=self.mid, stan=stan, batch=batch, totals=totals,
+                                 operator=self.config.operator))
         try:
             reply = await self._exchange(request, "settle")
         except ExchangeError as exc:
@@ -757,7 +777,7 @@ class Terminal:
         self.journal.intent_step(intent, "answered", {"result": result})
         self._point("settle.answered")
         uploaded = 0
-        if result != "balanced":
+        if result != "balanced" and self.batch_upload_enabled:
             self._fire("unbalanced")
             self.show("SETTLEMENT", "UNBALANCED", "BATCH UPLOAD...")
             upload = await self._batch_upload(batch)
@@ -786,6 +806,27 @@ class Terminal:
             settle_result.state = self.state
             settle_result.display = list(self.hw.display.lines)
         return settle_result
+
+    async def resettle(self, batch: str) -> OpResult:
+        """Send a settled batch's totals again (after a firmware fix: FM-09); the host answers idempotently."""
+        op = "resettle"
+        settled = {s.batch: s for s in self.journal.settlements()}
+        if batch not in settled:
+            return self._result(op, False, batch=batch, message=f"batch {batch} was never settled")
+        if self.state != "ready":
+            return self._result(op, False, batch=batch, message=f"cannot re-settle while {self.state}")
+        totals = SettlementTotals.parse(settled[batch].terminal_totals)
+        request = firmware_profile(self.firmware).settlement_request(
+            catalogue.settlement(tid=self.tid, mid=self.mid, stan=self.journal.next_stan(), batch=batch,
+                                 totals=totals, operator=self.config.operator))
+        try:
+            reply = await self._exchange(request)
+        except ExchangeError as exc:
+            self.show("RE-SETTLEMENT FAILED", _why(exc))
+            return self._result(op, False, batch=batch, message=str(exc))
+        rc = reply.message.response_code
+        self.show("RE-SETTLEMENT", f"BATCH {batch}", "OK" if rc == codes.APPROVED else f"{rc}")
+        return self._result(op, rc == codes.APPROVED, rc=rc, batch=batch, message=codes.describe(rc))
 
     async def _batch_upload(self, batch: str) -> int | OpResult:
         records = [BatchRecord(stan=r.stan, pan=r.pan, amount=r.amount_fen) for r in self.journal.batch_records(batch)]

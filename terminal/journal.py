@@ -423,8 +423,9 @@ class Journal:
                 db.execute("UPDATE txn SET signature = ? WHERE batch = ? AND stan = ?", (status, batch, stan))
 
     def unsigned_stans(self, batch: str) -> list[str]:
-        rows = self._db.execute("SELECT stan FROM txn WHERE batch = ? AND signature = 'unsigned' AND status IN "
-                                "('approved', 'voided') ORDER BY id", (batch,)).fetchall()
+        # A voided sale needs no signature any more: only live approvals are owed one.
+        rows = self._db.execute("SELECT stan FROM txn WHERE batch = ? AND signature = 'unsigned' AND status = "
+                                "'approved' ORDER BY id", (batch,)).fetchall()
         return [r[0] for r in rows]
 
     # ------------------------------------------------------------------------------------------
