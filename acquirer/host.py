@@ -77,12 +77,12 @@ class AcquirerHost:
 
     def handle(self, frame: Frame) -> Frame | None:
         started = time.perf_counter()
+        header = frame.header or Header()
         try:
             request = self.dialect.decode(frame.payload)
         except ProtocolError as exc:
             log.warning(json.dumps({"event": "malformed", "error": str(exc)}))
-            return None
-        header = frame.header or Header()
+            return self._format_error(frame, header)
         try:
             reply, requirement = self._dispatch(request, header)
         except ProtocolError as exc:
@@ -100,6 +100,19 @@ class AcquirerHost:
             log.error(json.dumps({"event": "reply_unencodable", "error": str(exc)}))
             return None
         return Frame(frame.tpdu.swapped() if frame.tpdu else None, reply_header, payload)
+
+    def _format_error(self, frame: Frame, header: Header) -> Frame | None:
+        """Answer 30 to a request that does not decode, when enough of it does to address a reply."""
+        partial = self.dialect.decode_partial(frame.payload)
+        if partial is None or partial.is_response or not all(isinstance(partial.get(n), str) for n in (11, 41)):
+            return None
+        reply = Message(partial.response_mti, {n: partial[n] for n in (11, 41, 42) if n in partial})
+        reply[39] = codes.FORMAT_ERROR
+        try:
+            payload = self.dialect.encode(reply)
+        except ProtocolError:
+            return None
+        return Frame(frame.tpdu.swapped() if frame.tpdu else None, header, payload)
 
     def _dispatch(self, request: Message, header: Header) -> tuple[Message, int]:
         if request.is_response:

@@ -205,6 +205,29 @@ class Dialect:
             raise DecodeError(f"{len(data) - io.tell()} bytes after the last field", offset=io.tell())
         return Message(mti, fields)
 
+    def decode_partial(self, data: bytes) -> Message | None:
+        """The fields that decode before the first error (None when even the MTI does not).
+
+        A host uses this to answer a malformed request with 30 - it needs the MTI, 11 and 41 - rather
+        than dropping a terminal that merely sent one bad field.
+        """
+        io = BytesIO(data)
+        try:
+            mti = self._read_mti(io)
+        except ProtocolError:
+            return None
+        fields: dict[int, Any] = {}
+        try:
+            bitmap, _ = self._read_bitmap(io)
+            for n in self.fields_in_bitmap(bitmap):
+                parser = self._parsers.get(n)
+                if parser is None:
+                    break
+                fields[n] = parser(io)
+        except (ProtocolError, ValueError):
+            pass
+        return Message(mti, fields)
+
     def encode(self, message: Message) -> bytes:
         """Message -> bytes from the MTI on. Raises only EncodeError."""
         try:

@@ -194,10 +194,17 @@ async def test_a_flooding_terminal_is_dropped_while_a_good_one_is_served(server,
     assert any("dropped" in r.message for r in caplog.records)
 
 
-async def test_truncated_message_is_answered_30_or_dropped(server, term):
+async def test_truncated_message_is_answered_30_and_served_on(server, term):
     good = catalogue.network("echo", tid=TID, mid=MID, stan=term.next_stan(), batch=term.batch)
-    payload = D.encode(good)[:-3]
+    payload = D.encode(good)[:-3]  # field 60 cut short: MTI, 11, 41 and 42 still readable
     await term.link.send(Frame(Tpdu(dest=6), Header(), payload))
+    reply = D.decode((await asyncio.wait_for(term.link.receive(), 5)).payload)
+    assert (reply.mti, reply[39], reply[11]) == ("0830", "30", good[11])
+    assert (await term.financial("sale", 100))[39] == "00"  # the connection keeps serving
+
+
+async def test_undecodable_request_without_an_address_is_dropped(server, term):
+    await term.link.send(Frame(Tpdu(dest=6), Header(), b"\x08\x20" + b"\xff" * 8))
     with pytest.raises(LinkClosed):
         await asyncio.wait_for(term.link.receive(), 5)
 
