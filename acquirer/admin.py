@@ -105,20 +105,47 @@ class Admin:
 
     def change_merchant(self, tid: str, *, new_mid: str | None = None, new_name: str | None = None) -> None:
         """The merchant record changed (FM-07): the terminal's parameters are now stale."""
-        entry = self.config.terminals[tid]
-        old = self.config.merchants[entry.mid]
-        mid = new_mid or old.mid
-        if mid not in self.config.merchants:
-            self.config.merchants[mid] = Merchant(mid, new_name or old.name, old.settlement_type)
-        elif new_name:
-            self.config.merchants[mid].name = new_name
-        entry.mid = mid
+        entry = self.config.terminals.get(tid)
+        merchants = self.ledger.policies().get("merchants", {})
+        current = merchants.get(tid, {}).get("mid") or (entry.mid if entry else None)
+        mid = new_mid or current
+        if mid is None:
+            raise KeyError(f"terminal {tid} is unknown: give the new merchant id")
+        old = self.config.merchants.get(current or "")
+        merchants[tid] = {"mid": mid, "name": new_name or (old.name if old else f"MERCHANT {mid}"),
+                          "settlement_type": old.settlement_type if old else "T1"}
+        self.ledger.set_policy("merchants", merchants)
+        apply_policies(self.config, self.ledger.policies())
 
     def set_maintenance(self, start: float, end: float, mode: str = "96") -> None:
-        self.config.maintenance.append(MaintenanceWindow(start, end, mode))
+        windows = self.ledger.policies().get("maintenance", [])
+        windows.append({"start": start, "end": end, "mode": mode})
+        self.ledger.set_policy("maintenance", windows)
+        apply_policies(self.config, self.ledger.policies())
 
     def clear_maintenance(self) -> None:
+        self.ledger.set_policy("maintenance", [])
         self.config.maintenance.clear()
 
     def set_min_firmware(self, version: str) -> None:
+        self.ledger.set_policy("min_firmware", version)
         self.config.min_firmware = version
+
+
+def apply_policies(config: Any, policies: dict[str, Any]) -> None:
+    """Admin changes stored in the ledger, laid over the configuration the host started with."""
+    if "min_firmware" in policies:
+        config.min_firmware = policies["min_firmware"]
+    if "maintenance" in policies:
+        config.maintenance = [MaintenanceWindow(w["start"], w["end"], w.get("mode", "96"))
+                              for w in policies["maintenance"]]
+    for tid, merchant in policies.get("merchants", {}).items():
+        entry = config.terminals.get(tid)
+        if entry is None:
+            continue
+        mid = merchant["mid"]
+        if mid not in config.merchants:
+            config.merchants[mid] = Merchant(mid, merchant["name"], merchant.get("settlement_type", "T1"))
+        else:
+            config.merchants[mid].name = merchant["name"]
+        entry.mid = mid

@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from datetime import datetime
 from typing import Any
 
@@ -30,9 +31,13 @@ def register(subparsers: Any) -> None:
     admin.add_argument("--db", dest="admin_db", default="host.sqlite", help="ledger file (SQLite)")
     admin.add_argument("--config", dest="admin_config", help="host TOML (needed for merchant data)")
     admin.add_argument("--json", action="store_true")
-    admin.add_argument("action", choices=("ledger", "funds", "query", "release", "settlements", "sign-offs"))
+    admin.add_argument("action", choices=("ledger", "funds", "query", "release", "settlements", "sign-offs",
+                                          "maintenance", "clear-maintenance", "min-firmware", "merchant",
+                                          "run-funds"))
     admin.add_argument("args", nargs="*", help="ledger [TID] | funds MID | query MID STAN | release MID STAN | "
-                                               "settlements [TID] | sign-offs TID")
+                                               "settlements [TID] | sign-offs TID | maintenance START END [96|refuse] "
+                                               "| clear-maintenance | min-firmware VERSION | merchant TID MID [NAME] "
+                                               "| run-funds [WHEN]  (times: ISO 8601, epoch seconds or +SECONDS)")
     admin.set_defaults(handler=run_admin)
 
 
@@ -100,8 +105,26 @@ def run_admin(args: argparse.Namespace) -> int:
             rows = {"released": admin.release(a[0], stan=a[1].zfill(6))}
         elif args.action == "settlements":
             rows = admin.settlements(a[0] if a else None)
-        else:
+        elif args.action == "sign-offs":
             rows = {"tid": a[0], "sign_offs": admin.sign_offs(a[0])}
+        elif args.action == "maintenance":
+            start, end = _when(a[0]), _when(a[1])
+            admin.set_maintenance(start, end, a[2] if len(a) > 2 else "96")
+            rows = {"maintenance": [start, end], "mode": a[2] if len(a) > 2 else "96"}
+        elif args.action == "clear-maintenance":
+            admin.clear_maintenance()
+            rows = {"maintenance": []}
+        elif args.action == "min-firmware":
+            admin.set_min_firmware(a[0])
+            rows = {"min_firmware": a[0]}
+        elif args.action == "merchant":
+            admin.change_merchant(a[0], new_mid=a[1], new_name=" ".join(a[2:]) or None)
+            rows = {"tid": a[0], "mid": a[1]}
+        else:
+            rows = {"credited": admin.run_funds(_when(a[0]) if a else None)}
+    except (ValueError, KeyError) as exc:
+        print(f"possim host admin {args.action}: {exc}", file=sys.stderr)
+        return 2
     except IndexError:
         print(f"possim host admin {args.action}: missing arguments", file=sys.stderr)
         return 2
@@ -114,6 +137,16 @@ def run_admin(args: argparse.Namespace) -> int:
             if isinstance(row, dict):
                 print("  ".join(f"{k}={_fmt(k, v)}" for k, v in row.items()))
     return 0
+
+
+def _when(text: str) -> float:
+    """A time given as ISO 8601, epoch seconds, or +SECONDS from now."""
+    if text.startswith("+"):
+        return time.time() + float(text[1:])
+    try:
+        return float(text)
+    except ValueError:
+        return datetime.fromisoformat(text).timestamp()
 
 
 def _fmt(key: str, value: Any) -> str:

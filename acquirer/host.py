@@ -66,6 +66,17 @@ class AcquirerHost:
         self.dialect = get_dialect("cup-pos")
         self._keys: dict[str, WorkingKeys] = {}
         self.handled = 0
+        self._policy_version = -1
+        self.refresh_policy()
+
+    def refresh_policy(self) -> None:
+        """Apply admin changes made by another process (`possim host admin`) since the last look."""
+        from .admin import apply_policies
+
+        version = self.ledger.data_version()
+        if version != self._policy_version:
+            self._policy_version = version
+            apply_policies(self.config, self.ledger.policies())
 
     # ------------------------------------------------------------------------------------------
     def maintenance_mode(self) -> str | None:
@@ -78,6 +89,7 @@ class AcquirerHost:
     def handle(self, frame: Frame) -> Frame | None:
         started = time.perf_counter()
         header = frame.header or Header()
+        self.refresh_policy()
         try:
             request = self.dialect.decode(frame.payload)
         except ProtocolError as exc:

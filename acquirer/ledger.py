@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS signature (
     PRIMARY KEY (tid, batch, stan)
 );
 CREATE TABLE IF NOT EXISTS event (id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT);
+CREATE TABLE IF NOT EXISTS policy (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 DEBIT_KINDS = ("sale",)
@@ -100,6 +101,18 @@ class Ledger:
     def event(self, kind: str, detail: dict[str, Any]) -> None:
         self._db.execute("INSERT INTO event (at, kind, detail) VALUES (?, ?, ?)",
                          (self.clock(), kind, json.dumps(detail, sort_keys=True)))
+
+    # policy: admin changes that outlive the process and reach a running host ------------------------
+    def set_policy(self, key: str, value: Any) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO policy (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def policies(self) -> dict[str, Any]:
+        return {r["key"]: json.loads(r["value"]) for r in self.query("SELECT key, value FROM policy")}
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (say `possim host admin`) commits to this ledger."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     # sessions ----------------------------------------------------------------------------------
     def session(self, tid: str) -> sqlite3.Row | None:

@@ -277,3 +277,16 @@ async def test_structured_log_line_per_message_with_pan_masked(server, term, cap
     assert sale_line["tid"] == TID and sale_line["rc"] == "00" and "latency_ms" in sale_line
     assert sale_line["pan"] == "622202******0015"
     assert all("6222020000000015" not in r.message for r in caplog.records)
+
+
+async def test_admin_cli_changes_reach_a_running_host(server, term):
+    from terminal.cli import main
+
+    assert await asyncio.to_thread(main, ["host", "admin", "--db", server.db_path, "maintenance", "+0", "+3600"]) == 0
+    assert (await term.financial("sale", 100))[39] == "96"
+    assert await asyncio.to_thread(main, ["host", "admin", "--db", server.db_path, "clear-maintenance"]) == 0
+    assert (await term.financial("sale", 100))[39] == "00"
+    assert await asyncio.to_thread(main, ["host", "admin", "--db", server.db_path, "merchant", TID,
+                                          "898100077770001", "MOVED", "SHOP"]) == 0
+    off = await term.send(catalogue.network("sign_off", tid=TID, mid=MID, stan=term.next_stan(), batch=term.batch))
+    assert off[39] == "03"
