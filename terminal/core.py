@@ -99,6 +99,8 @@ class Terminal:
         self.merchant_name = config.merchant_name
         self.firmware = config.firmware
         self.host_requirement = 0  # processing requirement the host set in its last reply header
+        self._servicing = False
+        self.obey_host_requests = True  # a fault switch: ignore the header's processing requirement
         self.last_activity = self.clock()
         self._signature_needed = False
         self._rng = random.Random(config.seed)
@@ -243,6 +245,7 @@ class Terminal:
 
         Returns None when the way is clear, or a reason the operation must not go ahead.
         """
+        await self._service_host_requests()
         if not self.reversals_enabled:
             return None
         for pending in self.journal.pending_reversals():
@@ -250,6 +253,21 @@ class Terminal:
             if outcome is not None:
                 return outcome
         return None
+
+    async def _service_host_requests(self) -> None:
+        """Do what the host asked for in a reply header: 1 download parameters, 3 sign in again."""
+        requirement, self.host_requirement = self.host_requirement, 0
+        if self._servicing or requirement not in (1, 3) or not self.obey_host_requests:
+            return
+        self._servicing = True
+        try:
+            self.journal.event("host.request_serviced", {"requirement": requirement})
+            if requirement == 1:
+                await self.parameter_download()
+            elif self.state == "ready":
+                await self.sign_in()
+        finally:
+            self._servicing = False
 
     async def _send_reversal(self, pending: Any) -> str | None:
         """Send one stored reversal; None when the host answered it (MAC verified)."""

@@ -145,14 +145,14 @@ async def fm06(ctx: ScenarioContext) -> None:
 @scenario("FM-07", "Merchant information changed: 03 and a parameter message; download fixes sign-off", "000 Q3")
 async def fm07(ctx: ScenarioContext) -> None:
     term = await ctx.ready_terminal()
+    term.obey_host_requests = ctx.remedy  # the remedy: the terminal downloads parameters when the host asks
     ctx.admin.change_merchant(TID, new_mid="898100099990001", new_name="RENAMED CAFE")
     result = await term.sign_off()
     ctx.check("sign-off rejected as invalid merchant", "03", result.rc)
     ctx.check("display says parameters must be updated", contains("UPDATE PARAMETERS"), result.display)
-    if ctx.remedy:
-        params = await term.parameter_download()
-        ctx.check("parameter download brings the new merchant", "898100099990001", params.detail.get("mid"))
-    done = await term.sign_off()
+    done = await term.sign_off()  # the host's reply asked for a parameter download: it happens first
+    ctx.check("parameter download brought the new merchant id", "898100099990001", term.mid)
+    ctx.check("and the new name", "RENAMED CAFE", term.merchant_name)
     ctx.check("sign-off then succeeds", True, done.ok)
 
 
