@@ -332,7 +332,7 @@ class AcquirerHost:
         pan, amount = self._pan(request), int(str(request[4]))
         refused = self._financial_checks(request, entry)
         if refused is not None:
-            return catalogue.reply(request, refused, **self._now_fields()), 0
+            return catalogue.reply(request, refused, **self._now_fields()), _requirement_for(refused)
         rc = self._card_decision(request, pan, amount)
         if rc != codes.APPROVED:
             return self._decline(request, entry, "sale", rc, amount, pan), 0
@@ -354,7 +354,7 @@ class AcquirerHost:
     def _on_void(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
         refused = self._financial_checks(request, entry)
         if refused is not None:
-            return catalogue.reply(request, refused, **self._now_fields()), 0
+            return catalogue.reply(request, refused, **self._now_fields()), _requirement_for(refused)
         amount, pan = int(str(request[4])), self._pan(request)
         original = self._original(entry, request)
         rc = codes.APPROVED
@@ -373,7 +373,7 @@ class AcquirerHost:
     def _on_refund(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
         refused = self._financial_checks(request, entry)
         if refused is not None:
-            return catalogue.reply(request, refused, **self._now_fields()), 0
+            return catalogue.reply(request, refused, **self._now_fields()), _requirement_for(refused)
         amount, pan = int(str(request[4])), self._pan(request)
         original = self._original(entry, request)
         rc = codes.APPROVED
@@ -510,6 +510,11 @@ class AcquirerHost:
         current = self._batch(tid)
         just_settled = f"{(int(current) - 2) % 999_999 + 1:06d}"
         return batch in (current, just_settled)
+
+
+def _requirement_for(rc: str) -> int:
+    """The header processing requirement that goes with a refusal: 03 -> download parameters."""
+    return 1 if rc == codes.INVALID_MERCHANT else 3 if rc == codes.BATCH_MISMATCH else 0
 
 
 def _device_text(value: Any) -> str | None:
