@@ -71,6 +71,7 @@ class FaultSet:
 
     def __init__(self, seed: int = 0) -> None:
         self.rules: list[MessageFault] = []
+        self.toxics: list[Any] = []  # terminal.faultplan.LinkToxic
         self.rng = random.Random(seed)
         self.log: list[tuple[str, str, str]] = []  # (action, direction, MTI) of each fault that fired
 
@@ -78,8 +79,25 @@ class FaultSet:
         self.rules.append(fault)
         return fault
 
+    def add_toxic(self, toxic: Any) -> Any:
+        self.toxics.append(toxic)
+        return toxic
+
     def clear(self) -> None:
         self.rules.clear()
+        self.toxics.clear()
+
+    def toxics_for(self, direction: str) -> list[Any]:
+        """Link toxics that act on frames going `tx` (upstream) or `rx` (downstream) at this end."""
+        wanted = "upstream" if direction == "tx" else "downstream"
+        out = []
+        for toxic in self.toxics:
+            if toxic.direction not in (wanted, "both"):
+                continue
+            if toxic.probability is not None and self.rng.random() >= toxic.probability:
+                continue
+            out.append(toxic)
+        return out
 
     def decide(self, direction: str, message: Message | None) -> MessageFault | None:
         for rule in self.rules:
@@ -142,7 +160,27 @@ class FaultyLink(FrameLink):
             return [Frame(frame.tpdu, frame.header, b"\xff" * 8)]
         return [frame]
 
+    async def _toxic(self, direction: str, frame: Frame) -> bool:
+        """Apply link toxics at frame level; False when the frame must not go through."""
+        for toxic in self.faults.toxics_for(direction):
+            kind = toxic.toxic
+            if kind == "latency":
+                jitter = toxic.jitter_ms * (2 * self.faults.rng.random() - 1)
+                await asyncio.sleep(max(0.0, toxic.latency_ms + jitter) / 1000)
+            elif kind == "bandwidth" and toxic.rate_kbps > 0:
+                await asyncio.sleep(len(frame.payload) * 8 / (toxic.rate_kbps * 1000))
+            elif kind == "timeout":
+                self.faults.log.append(("timeout", direction, "?"))
+                return False
+            elif kind == "reset_peer" or (kind == "limit_data" and toxic.bytes <= len(frame.payload)):
+                self.faults.log.append((kind, direction, "?"))
+                await self.inner.close()
+                return False
+        return True
+
     async def send(self, frame: Frame) -> None:
+        if not await self._toxic("tx", frame):
+            return
         message = self._decode(frame)
         rule = self.faults.decide("tx", message)
         if rule is None:
@@ -160,6 +198,8 @@ class FaultyLink(FrameLink):
             if self._queued:
                 return self._queued.pop(0)
             frame = await self.inner.receive()
+            if not await self._toxic("rx", frame):
+                continue
             message = self._decode(frame)
             rule = self.faults.decide("rx", message)
             if rule is None:

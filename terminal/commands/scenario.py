@@ -22,6 +22,8 @@ def register(subparsers: Any) -> None:
     runner = sub.add_parser("run", help="run scenarios by name, or --all")
     runner.add_argument("names", nargs="*", metavar="NAME")
     runner.add_argument("--all", action="store_true", help="run every built-in scenario")
+    runner.add_argument("--file", action="append", default=[], metavar="FILE",
+                        help="a scenario file (TOML); repeatable")
     runner.add_argument("--seed", type=int, default=0, help="seed for every random choice (replayable runs)")
     runner.add_argument("--junit", metavar="FILE", help="write JUnit XML: one testcase per scenario")
     runner.add_argument("--no-remedy", action="store_true",
@@ -46,8 +48,19 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_run(args: argparse.Namespace) -> int:
     from ..scenarios import REGISTRY
+    from ..scenarios.files import ScenarioFileError, load_scenario_file
 
-    names = sorted(REGISTRY) if args.all else args.names
+    try:
+        for path in args.file:
+            loaded = load_scenario_file(path)
+            REGISTRY[loaded.name] = loaded
+            args.names.append(loaded.name)
+    except ScenarioFileError as exc:
+        print(f"possim scenario run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    names = sorted(n for n in REGISTRY if n.startswith("FM-")) if args.all else args.names
+    if args.all:
+        names += [n for n in args.names if n not in names]
     if not names:
         print("possim scenario run: name scenarios or give --all", file=sys.stderr)
         return EXIT_USAGE
