@@ -18,7 +18,7 @@ from typing import Any
 
 from protocol.dialect import Dialect
 from protocol.errors import ProtocolError
-from protocol.framing import Frame
+from protocol.framing import Frame, encode_frame
 from protocol.message import Message
 
 from .links.base import FrameLink
@@ -122,6 +122,7 @@ class FaultyLink(FrameLink):
         self.dialect = dialect
         self.faults = faults or FaultSet()
         self._queued: list[Frame] = []
+        self._bytes: dict[str, int] = {}
 
     @property
     def closed(self) -> bool:
@@ -172,10 +173,24 @@ class FaultyLink(FrameLink):
             elif kind == "timeout":
                 self.faults.log.append(("timeout", direction, "?"))
                 return False
-            elif kind == "reset_peer" or (kind == "limit_data" and toxic.bytes <= len(frame.payload)):
+            elif kind == "limit_data":
+                self._bytes[direction] = self._bytes.get(direction, 0) + len(frame.payload)
+                if self._bytes[direction] > toxic.bytes:
+                    self.faults.log.append((kind, direction, "?"))
+                    await self.inner.close()
+                    return False
+            elif kind == "reset_peer":
                 self.faults.log.append((kind, direction, "?"))
                 await self.inner.close()
                 return False
+            elif kind == "slicer" and direction == "tx" and hasattr(self.inner, "send_bytes"):
+                data = encode_frame(frame)
+                size = max(1, toxic.bytes or 1)
+                for start in range(0, len(data), size):
+                    await self.inner.send_bytes(data[start:start + size])
+                    await asyncio.sleep(toxic.latency_ms / 1000)
+                self.faults.log.append((kind, direction, "?"))
+                return False  # already on the wire, in slices
         return True
 
     async def send(self, frame: Frame) -> None:

@@ -48,6 +48,17 @@ class StreamFrameLink(FrameLink):
             await self.close()
             raise LinkClosed(f"link to {self._peer} lost: {exc}") from None
 
+    async def send_bytes(self, data: bytes) -> None:
+        """Raw bytes onto the stream (a chaos toxic slicing a frame); the peer's framer reassembles them."""
+        if self._closed:
+            raise LinkClosed(f"link to {self._peer} is closed")
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            await self.close()
+            raise LinkClosed(f"link to {self._peer} lost: {exc}") from None
+
     async def receive(self) -> Frame:
         while not self._ready:
             if self._closed:

@@ -38,3 +38,22 @@ async def test_proxy_corrupts_reply_macs(host, make_terminal):
         assert not result.ok and result.detail["reason"] == "A0"  # reply MAC failed: reversed with reason A0
         assert host.admin.totals(TID, term.journal.batch) == (0, 0, 0, 0)
         await term.shut_down()
+
+
+async def test_link_toxics_slicer_latency_and_limit_data(host, make_terminal):
+    from terminal.faultplan import LinkToxic
+
+    term = make_terminal()
+    await term.power_on()
+    await term.sign_in()
+    term.channel.faults.add_toxic(LinkToxic("slicer", direction="upstream", bytes=7, latency_ms=1))
+    term.channel.faults.add_toxic(LinkToxic("latency", direction="downstream", latency_ms=50))
+    assert (await term.sale(300)).ok  # the host's framer reassembles a request sent 7 bytes at a time
+    assert ("slicer", "tx", "?") in term.channel.faults.log
+    term.channel.faults.clear()
+    term.channel.faults.add_toxic(LinkToxic("limit_data", direction="upstream", bytes=10))
+    term.config = term.config.with_overrides(reply_timeout=0.3)
+    assert not (await term.echo()).ok  # the link closes once 10 bytes have gone up
+    term.channel.faults.clear()
+    assert (await term.echo()).ok  # and reconnects when the toxic is gone
+    await term.shut_down()
