@@ -1,5 +1,6 @@
 """Links: how frames travel (TCP, serial, in memory), behind one small interface."""
 
+from . import serial as _serial  # noqa: F401  (registers serial:// and the pyserial URL schemes)
 from .base import FrameLink, LinkClosed, LinkUnavailable, TraceHook
 from .memory import memory_pair
 from .stream import StreamFrameLink

@@ -147,7 +147,8 @@ def contains(text: str) -> Callable[[Any], bool]:
 
 
 async def run_scenario(sc: Scenario, *, seed: int = 0, remedy: bool = True,
-                       report: Callable[[Check], None] | None = None) -> ScenarioResult:
+                       report: Callable[[Check], None] | None = None, transport: str = "tcp") -> ScenarioResult:
+    """Run one scenario against a fresh host, over loopback TCP or a virtual serial pair (`transport`)."""
     from acquirer.config import HostConfig
     from acquirer.host import HostServer
 
@@ -157,8 +158,16 @@ async def run_scenario(sc: Scenario, *, seed: int = 0, remedy: bool = True,
         workdir = Path(tmp)
         config = HostConfig.from_terminal_specs([f"{TID}:{MID}:{TMK}", f"20000002:{MID}:{TMK}",
                                                  f"30000003:{MID}:{TMK}"])
+        bridge = None
         async with HostServer(config, str(workdir / "host.sqlite")) as host:
-            url = await host.listen("tcp://127.0.0.1:0")
+            if transport == "serial":
+                from ..vport import PtyBridge
+
+                bridge = PtyBridge().start()
+                await host.listen(f"serial://{bridge.paths[0]}")
+                url = f"serial://{bridge.paths[1]}"
+            else:
+                url = await host.listen("tcp://127.0.0.1:0")
             ctx = ScenarioContext(host, url, workdir, seed=seed, remedy=remedy, report=report)
             try:
                 await asyncio.wait_for(sc.fn(ctx), 120)
@@ -170,5 +179,7 @@ async def run_scenario(sc: Scenario, *, seed: int = 0, remedy: bool = True,
             finally:
                 result.checks = ctx.checks
                 await ctx.close()
+        if bridge is not None:
+            bridge.close()
     result.seconds = time.perf_counter() - started
     return result
