@@ -25,6 +25,7 @@ def register(subparsers: Any) -> None:
                         help="register a terminal without a config file (merchant created, T1)")
     parser.add_argument("--terminals-csv", help="register terminals from a CSV with header tid,mid,tmk")
     parser.add_argument("--min-firmware", help="refuse sign-in below this firmware version")
+    parser.add_argument("--trace", help="write a hex + decoded trace of every frame (card numbers masked)")
     parser.set_defaults(handler=run_host)
     sub = parser.add_subparsers(dest="host_command", metavar="admin")
     admin = sub.add_parser("admin", help="inspect or change a host's ledger and policy")
@@ -73,6 +74,12 @@ async def _serve(config: HostConfig, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with HostServer(config, args.db) as server:
+        tracer = None
+        if args.trace:
+            from terminal.trace import FrameTracer
+
+            tracer = FrameTracer.open(args.trace)
+            server.trace = tracer
         for url in args.listen:
             try:
                 bound = await server.listen(url)
@@ -81,6 +88,8 @@ async def _serve(config: HostConfig, args: argparse.Namespace) -> int:
                 return 4
             print(bound, flush=True)
         await stop.wait()
+        if tracer is not None:
+            tracer.close()
     return 0
 
 

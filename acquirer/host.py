@@ -540,6 +540,7 @@ class HostServer:
         self._servers: list[Any] = []
         self._links: set[Any] = set()
         self.urls: list[str] = []
+        self.trace: Callable[[str, bytes], None] | None = None  # sees every frame on every link
 
     async def __aenter__(self) -> HostServer:
         return self
@@ -565,6 +566,8 @@ class HostServer:
         from terminal.links import LinkClosed
 
         self._links.add(link)
+        if self.trace is not None:
+            link.trace = self.trace
         try:
             if self.host.maintenance_mode() == "refuse":
                 return

@@ -61,3 +61,12 @@ def test_link_unavailable_exits_4_and_usage_exits_2(tmp_path):
     assert code == 4 and lines[-1]["ok"] is False
     code, _ = terminal("tcp://127.0.0.1:9", tmp_path / "t.sqlite", "sale", "12.345")
     assert code == 2
+
+
+def test_trace_file_has_hex_and_decoded_frames_with_pans_masked(host_process, tmp_path):
+    _, url = host_process
+    trace = tmp_path / "trace.log"
+    code, _ = terminal(url, tmp_path / "t.sqlite", "sign-in", "sale", "1.00", "--trace", str(trace))
+    text = trace.read_text()
+    assert code == 0 and " tx " in text and " rx " in text and "MTI 0200" in text
+    assert "6222020000000015" not in text and "622202******0015" in text
