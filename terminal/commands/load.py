@@ -1,0 +1,124 @@
+"""`possim load`: N simulated terminals against a host, a transaction mix, a live table and a report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import re
+import sys
+import time
+from typing import Any
+
+from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+
+def parse_duration(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"duration {text!r}: use 30s, 5m, 1h or seconds")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("load", help="drive a fleet of simulated terminals against a host",
+                                   description="Sign N terminals in, run a transaction mix for a duration (open model "
+                                               "with --rate, closed with --concurrency), settle and sign off every "
+                                               "terminal, and report throughput, latency and outcomes.")
+    parser.add_argument("--connect", help="host link URL")
+    parser.add_argument("--terminals", type=int, default=10, help="fleet size (default 10)")
+    parser.add_argument("--identities", help="CSV tid,mid,tmk of the fleet (else generated)")
+    parser.add_argument("--emit-identities", metavar="FILE", help="write the fleet's identities as CSV and exit")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--rate", type=float, help="open model: transactions per second")
+    model.add_argument("--concurrency", type=int, help="closed model: transactions in flight")
+    parser.add_argument("--duration", type=parse_duration, default=10.0, help="how long to transact (10s, 2m)")
+    parser.add_argument("--ramp-up", type=parse_duration, default=0.0, help="spread sign-ins over this time")
+    parser.add_argument("--mix", default="sale=80,void=5,refund=5,balance=10")
+    parser.add_argument("--faults", help="fault plan (TOML) applied to every terminal")
+    parser.add_argument("--reply-timeout", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", help="write the final report: .json or .csv")
+    parser.add_argument("--quiet", action="store_true", help="no live table")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..faultplan import FaultPlan, FaultPlanError
+    from ..load import LoadConfig, LoadRunner, generate_identities, read_identities, write_identities
+    from ..load.runner import parse_mix
+
+    try:
+        identities = read_identities(args.identities) if args.identities else generate_identities(args.terminals)
+        if args.emit_identities:
+            write_identities(identities, args.emit_identities)
+            print(f"wrote {len(identities)} identities to {args.emit_identities}")
+            return EXIT_OK
+        if not args.connect:
+            raise ValueError("--connect URL is required (or --emit-identities FILE)")
+        mix = parse_mix(args.mix)
+        faults = FaultPlan.from_toml(args.faults) if args.faults else None
+    except (ValueError, OSError, FaultPlanError) as exc:
+        print(f"possim load: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    config = LoadConfig(url=args.connect, identities=identities, duration=args.duration, rate=args.rate,
+                        concurrency=args.concurrency, ramp_up=args.ramp_up, mix=mix, reply_timeout=args.reply_timeout,
+                        seed=args.seed, faults=faults)
+    report = asyncio.run(_run(config, quiet=args.quiet, runner_cls=LoadRunner))
+    data = report.as_json()
+    if args.report:
+        write_report(data, args.report)
+    print(json.dumps(data))
+    return EXIT_OK if report.signed_off == report.terminals and report.errors == 0 else EXIT_FAILED
+
+
+async def _run(config: Any, *, quiet: bool, runner_cls: Any) -> Any:
+    if quiet or not sys.stderr.isatty():
+        return await runner_cls(config).run()
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    state = {"last": 0.0}
+
+    def table(report: Any) -> Table:
+        lat = report.latency_ms()
+        elapsed = max(1e-9, time.perf_counter() - report.started)
+        t = Table(title=f"possim load: {report.terminals} terminals")
+        for column in ("signed in", "txns", "tps", "p50 ms", "p95 ms", "p99 ms", "max ms", "approved", "reversals",
+                       "errors", "codes"):
+            t.add_column(column, justify="right")
+        codes = " ".join(f"{k}:{v}" for k, v in report.rc.most_common(6))
+        t.add_row(str(report.signed_in), str(report.transactions), f"{report.transactions / elapsed:.0f}",
+                  *(f"{lat[k]:.1f}" for k in ("p50", "p95", "p99", "max")), str(report.approved),
+                  str(report.reversals), str(report.errors), codes)
+        return t
+
+    runner = None
+    with Live(console=console, refresh_per_second=4) as live:
+        def progress(report: Any) -> None:
+            now = time.perf_counter()
+            if now - state["last"] > 0.25:
+                state["last"] = now
+                live.update(table(report))
+
+        runner = runner_cls(config, on_progress=progress)
+        report = await runner.run()
+        live.update(table(report))
+    return report
+
+
+def write_report(data: dict[str, Any], path: str) -> None:
+    if path.endswith(".csv"):
+        flat = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
+        flat.update({f"latency_{k}_ms": v for k, v in data["latency_ms"].items()})
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(flat))
+            writer.writeheader()
+            writer.writerow(flat)
+    else:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)

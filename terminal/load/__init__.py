@@ -1,0 +1,7 @@
+"""Load mode: fleets of simulated terminals against a host, with throughput, latency and outcomes."""
+
+from .identities import Identity, generate_identities, read_identities, write_identities
+from .runner import LoadConfig, LoadReport, LoadRunner
+
+__all__ = ["Identity", "LoadConfig", "LoadReport", "LoadRunner", "generate_identities", "read_identities",
+           "write_identities"]

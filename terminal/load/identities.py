@@ -1,0 +1,51 @@
+"""Terminal identities for a fleet: tid, mid and TMK, generated deterministically or read from CSV.
+
+The CSV (`tid,mid,tmk`) is the hand-over between `possim load --emit-identities` and
+`possim host --terminals-csv`, so a vendor can register the same fleet on their own host.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Identity:
+    tid: str
+    mid: str
+    tmk: str
+
+    def __post_init__(self) -> None:
+        if len(self.tid) != 8 or len(self.mid) != 15 or len(self.tmk) != 32:
+            raise ValueError(f"identity {self.tid!r}: tid 8, mid 15 and tmk 32 hex characters expected")
+
+
+def generate_identities(count: int, *, first_tid: int = 80000001, terminals_per_merchant: int = 100,
+                        seed: str = "possim") -> list[Identity]:
+    """`count` identities: consecutive terminal ids, a merchant per 100 terminals, a TMK per terminal."""
+    out = []
+    for i in range(count):
+        tid = f"{first_tid + i:08d}"
+        mid = f"8981000{1 + i // terminals_per_merchant:08d}"
+        tmk = hashlib.sha256(f"{seed}:{tid}".encode()).hexdigest()[:32].upper()
+        out.append(Identity(tid, mid, tmk))
+    return out
+
+
+def write_identities(identities: list[Identity], path: str | Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["tid", "mid", "tmk"])
+        writer.writerows((i.tid, i.mid, i.tmk) for i in identities)
+
+
+def read_identities(path: str | Path) -> list[Identity]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    try:
+        return [Identity(r["tid"], r["mid"], r["tmk"].upper()) for r in rows]
+    except KeyError:
+        raise ValueError(f"{path}: expected a header tid,mid,tmk") from None

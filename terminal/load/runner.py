@@ -1,0 +1,253 @@
+"""The load runner: sign in a fleet, run a transaction mix (open or closed model), settle, sign off.
+
+Open model (`rate`): transactions arrive at a fixed rate whatever the host's speed, each on an idle
+terminal - the way real merchants behave, so a slow host shows queueing. Closed model (`concurrency`):
+C terminals each run their next transaction as soon as the last finished - the way to find the
+ceiling. Every terminal keeps its own identity, keys, STAN, batch and journal, and the run ends with
+every terminal's day closed, so the host's ledger can be compared with the sum of the journals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import TerminalConfig
+from .identities import Identity
+
+DEFAULT_MIX = {"sale": 80, "void": 5, "refund": 5, "balance": 10}
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """'sale=80,void=5,refund=5,balance=10' -> weights; unknown operations are an error."""
+    mix: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition("=")
+        if name not in DEFAULT_MIX:
+            raise ValueError(f"unknown operation {name!r} in --mix; use {', '.join(DEFAULT_MIX)}")
+        try:
+            mix[name] = int(weight)
+        except ValueError:
+            raise ValueError(f"--mix weight for {name} must be a whole number, got {weight!r}") from None
+    if not mix or sum(mix.values()) <= 0:
+        raise ValueError("--mix needs at least one positive weight")
+    return mix
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+@dataclass
+class LoadConfig:
+    url: str
+    identities: list[Identity]
+    duration: float = 10.0
+    rate: float | None = None  # open model: transactions per second
+    concurrency: int | None = None  # closed model
+    ramp_up: float = 0.0  # seconds over which sign-ins are spread
+    mix: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    reply_timeout: float = 10.0
+    seed: int = 0
+    faults: Any = None  # a FaultPlan applied to every terminal
+    journal_dir: str | None = None  # None: in-memory journals
+
+
+@dataclass
+class LoadReport:
+    terminals: int = 0
+    signed_in: int = 0
+    signed_off: int = 0
+    transactions: int = 0
+    approved: int = 0
+    reversals: int = 0
+    errors: int = 0
+    tps: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    rc: Counter[str] = field(default_factory=Counter)
+    error_kinds: Counter[str] = field(default_factory=Counter)
+    by_op: Counter[str] = field(default_factory=Counter)
+    started: float = 0.0
+    elapsed: float = 0.0
+    journal_totals: tuple[int, int, int, int] = (0, 0, 0, 0)  # summed over every terminal and batch
+
+    def latency_ms(self) -> dict[str, float]:
+        values = sorted(self.latencies)
+        return {name: round(percentile(values, p) * 1000, 2) for name, p in
+                (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
+
+    def as_json(self) -> dict[str, Any]:
+        return {"terminals": self.terminals, "signed_off": self.signed_off, "transactions": self.transactions,
+                "approved": self.approved, "reversals": self.reversals, "errors": self.errors,
+                "tps": round(self.tps, 2), "latency_ms": self.latency_ms(), "signed_in": self.signed_in,
+                "response_codes": dict(self.rc), "errors_by_kind": dict(self.error_kinds),
+                "by_operation": dict(self.by_op), "elapsed_s": round(self.elapsed, 3),
+                "journal_totals": list(self.journal_totals)}
+
+
+class LoadRunner:
+    def __init__(self, config: LoadConfig, *, on_progress: Callable[[LoadReport], None] | None = None) -> None:
+        self.config = config
+        self.report = LoadReport(terminals=len(config.identities))
+        self.rng = random.Random(config.seed)
+        self.terminals: list[Any] = []
+        self._idle: asyncio.Queue[Any] = asyncio.Queue()
+        self._on_progress = on_progress
+        self._approved_sales: dict[str, list[tuple[str, int]]] = {}
+
+    def _make(self, identity: Identity) -> Any:
+        from ..chaos import FaultSet
+        from ..core import Terminal
+        from ..hardware import Hardware
+
+        journal = (f"{self.config.journal_dir}/{identity.tid}.sqlite" if self.config.journal_dir else ":memory:")
+        config = TerminalConfig(tid=identity.tid, mid=identity.mid, tmk=identity.tmk, connect=self.config.url,
+                                journal=journal, reply_timeout=self.config.reply_timeout, require_signature=False,
+                                seed=self.config.seed, hardware={"sign_after_s": 0.0, "plugged_in": True})
+        hardware = Hardware.from_config(config, clock=time.monotonic)
+        hardware.printer.load_paper(10**9)
+        term = Terminal(config, hardware=hardware)
+        term.channel.faults = FaultSet(seed=self.config.seed)
+        if self.config.faults is not None:
+            self.config.faults.apply(term)
+        return term
+
+    async def run(self) -> LoadReport:
+        report = self.report
+        report.started = time.perf_counter()
+        self.terminals = [self._make(identity) for identity in self.config.identities]
+        await self._sign_in_all()
+        t0 = time.perf_counter()
+        if self.config.rate:
+            await self._open_model(t0)
+        else:
+            await self._closed_model(t0)
+        busy = time.perf_counter() - t0
+        report.tps = report.transactions / busy if busy > 0 else 0.0
+        await self._close_all()
+        report.elapsed = time.perf_counter() - report.started
+        for term in self.terminals:
+            for txn_batch in {t.batch for t in term.journal.transactions()}:
+                totals = term.journal.batch_totals(txn_batch)
+                report.journal_totals = tuple(a + b for a, b in zip(report.journal_totals, totals, strict=True))
+            term.journal.close()
+        return report
+
+    async def _sign_in_all(self) -> None:
+        spacing = self.config.ramp_up / max(1, len(self.terminals))
+
+        async def one(index: int, term: Any) -> None:
+            if spacing:
+                await asyncio.sleep(index * spacing)
+            from ..dayend import Backoff, retry
+
+            await term.power_on()
+            # a fleet signing in at once can outrun the host: retry like a real terminal does
+            result = await retry(term.sign_in, backoff=Backoff(base=0.5, cap=5.0, attempts=4), rng=self.rng)
+            if result.ok:
+                self.report.signed_in += 1
+                self._idle.put_nowait(term)
+            else:
+                self.report.errors += 1
+                self.report.error_kinds[f"sign_in {result.rc or 'no reply'}"] += 1
+
+        await asyncio.gather(*(one(i, t) for i, t in enumerate(self.terminals)))
+
+    def _pick(self) -> str:
+        ops, weights = zip(*self.config.mix.items(), strict=True)
+        return self.rng.choices(ops, weights)[0]
+
+    async def _transact(self, term: Any) -> None:
+        op = self._pick()
+        sales = self._approved_sales.setdefault(term.tid, [])
+        started = time.perf_counter()
+        if op == "void" and sales:
+            stan, _ = sales.pop(self.rng.randrange(len(sales)))
+            result = await term.void(stan)
+        elif op == "refund" and sales:
+            stan, amount = sales.pop(self.rng.randrange(len(sales)))
+            result = await term.refund(stan, max(1, amount // 2))
+        elif op == "balance":
+            result = await term.balance()
+        else:
+            op = "sale"
+            amount = self.rng.randint(100, 50_000)
+            result = await term.sale(amount)
+            if result.ok:
+                sales.append((result.stan, amount))
+        report = self.report
+        report.latencies.append(time.perf_counter() - started)
+        report.transactions += 1
+        report.by_op[op] += 1
+        report.rc[result.rc or "none"] += 1
+        if result.ok:
+            report.approved += 1
+        if result.detail.get("reversal"):
+            report.reversals += 1
+        if result.rc is None and not result.ok:
+            report.errors += 1
+            report.error_kinds[result.message.split(":")[0][:40] or "no reply"] += 1
+        if self._on_progress is not None:
+            self._on_progress(report)
+
+    async def _closed_model(self, t0: float) -> None:
+        concurrency = self.config.concurrency or len(self.terminals)
+
+        async def worker() -> None:
+            while time.perf_counter() - t0 < self.config.duration:
+                term = await self._idle.get()
+                try:
+                    await self._transact(term)
+                finally:
+                    self._idle.put_nowait(term)
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, max(1, self.report.signed_in)))))
+
+    async def _open_model(self, t0: float) -> None:
+        interval = 1.0 / float(self.config.rate or 1)
+        tasks: set[asyncio.Task[None]] = set()
+        next_at = t0
+        while time.perf_counter() - t0 < self.config.duration:
+            next_at += interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self._idle.empty():
+                self.report.error_kinds["no idle terminal (host too slow)"] += 1
+                continue
+            term = self._idle.get_nowait()
+
+            async def run(term: Any = term) -> None:
+                try:
+                    await self._transact(term)
+                finally:
+                    self._idle.put_nowait(term)
+
+            task = asyncio.create_task(run())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _close_all(self) -> None:
+        from ..dayend import Backoff, close_day
+
+        async def one(term: Any) -> None:
+            if term.state not in ("ready", "signed_out"):
+                return
+            result = await close_day(term, backoff=Backoff(base=0.2, cap=2.0, attempts=5))
+            if result.ok and term.state == "signed_out":
+                self.report.signed_off += 1
+            else:
+                self.report.errors += 1
+                self.report.error_kinds["day not closed"] += 1
+
+        await asyncio.gather(*(one(t) for t in self.terminals))
