@@ -59,14 +59,18 @@ CREDIT_KINDS = ("void", "refund")
 
 
 class Ledger:
-    def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str, *, clock: Callable[[], float] = time.time, synchronous: str = "NORMAL") -> None:
+        """`synchronous`: NORMAL (WAL) keeps every committed transaction across a killed process, which
+        is the host's contract; FULL also survives the machine losing power, at an fsync per commit."""
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be NORMAL or FULL")
         self.path = path
         self.clock = clock
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'pan_secret'").fetchone()
         if row is None:

@@ -1,0 +1,133 @@
+"""End-to-end sale throughput against the reference host, beside the ceiling of bare asyncio.
+
+    python tools/bench_e2e.py [--terminals 50] [--seconds 5]
+
+Two runs over loopback TCP, each with the server in its own process and the clients in this one:
+1. possim: signed-in terminals run sales in a closed loop against `possim host` (MAC, journal, ledger).
+2. ceiling: a bare asyncio server that answers each length-prefixed frame with a frame of the sale
+   reply's size, and bare clients sending frames of the sale request's size - no decoding, no work.
+The last line is `e2e_tps=X ceiling_tps=Y ratio=Z` (the target in issue 9 is ratio >= 0.25).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from terminal.load import generate_identities, write_identities  # noqa: E402
+
+BARE_SERVER = r"""
+import asyncio, sys
+size = int(sys.argv[1])
+reply = size.to_bytes(2, "big") + b"\x60" * size
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readexactly(2)
+            await reader.readexactly(int.from_bytes(head, "big"))
+            writer.write(reply)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def start(cmd: list[str]) -> tuple[subprocess.Popen[str], str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+async def possim_run(url: str, identities: list, seconds: float) -> tuple[int, int, int]:
+    from terminal.load import LoadConfig, LoadRunner
+
+    config = LoadConfig(url=url, identities=identities, duration=seconds, concurrency=len(identities),
+                        mix={"sale": 1}, reply_timeout=30.0)
+    runner = LoadRunner(config)
+    report = await runner.run()
+    return report.transactions, report.approved, round(report.tps)
+
+
+async def ceiling_run(port: int, clients: int, seconds: float, request_size: int) -> float:
+    request = request_size.to_bytes(2, "big") + b"\x60" * request_size
+    count = 0
+
+    async def client() -> None:
+        nonlocal count
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readexactly(2)
+            await reader.readexactly(int.from_bytes(head, "big"))
+            count += 1
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return count / (time.perf_counter() - started)
+
+
+def sale_sizes() -> tuple[int, int]:
+    """Bytes after the length prefix of a typical sale request and its reply, from the real codec."""
+    from protocol import catalogue
+    from protocol.catalogue import CardData
+    from protocol.dialect import get_dialect
+
+    d = get_dialect()
+    card = CardData(pan="6222020000000015", expiry="3012", track2="6222020000000015D30122010000000000")
+    request = catalogue.sale(tid="80000001", mid="898100000000001", stan="000002", batch="000001", card=card,
+                             amount_fen=1234)
+    request[64] = bytes(8)
+    reply = catalogue.reply(request, "00", f37="000000000001", f38="123456", f12="120000", f13="1122", f64=bytes(8))
+    return 11 + len(d.encode(request)), 11 + len(d.encode(reply))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--terminals", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    identities = generate_identities(args.terminals)
+    request_size, reply_size = sale_sizes()
+    with tempfile.TemporaryDirectory() as tmp:
+        ids = Path(tmp) / "ids.csv"
+        write_identities(identities, ids)
+        host, url = start([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
+                           str(Path(tmp) / "h.sqlite"), "--terminals-csv", str(ids)])
+        try:
+            transactions, approved, e2e = asyncio.run(possim_run(url, identities, args.seconds))
+        finally:
+            host.terminate()
+            host.wait(10)
+        bare, port = start([sys.executable, "-c", BARE_SERVER, str(reply_size)])
+        try:
+            ceiling = asyncio.run(ceiling_run(int(port), args.terminals, args.seconds, request_size))
+        finally:
+            bare.terminate()
+            bare.wait(10)
+    print(f"{args.terminals} terminals, {args.seconds:g}s each run; sale frames {request_size} B up, "
+          f"{reply_size} B down")
+    print(f"  possim sales:        {e2e:>8,.0f}/s ({approved} approved of {transactions})")
+    print(f"  bare asyncio frames: {ceiling:>8,.0f}/s")
+    print(f"e2e_tps={e2e:.0f} ceiling_tps={ceiling:.0f} ratio={e2e / ceiling:.2f}")
+
+
+if __name__ == "__main__":
+    main()
