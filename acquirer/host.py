@@ -352,40 +352,42 @@ class AcquirerHost:
         return self.ledger.txn(entry.tid, original.batch, original.stan)
 
     def _on_void(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
-        refused = self._financial_checks(request, entry)
-        if refused is not None:
-            return catalogue.reply(request, refused, **self._now_fields()), _requirement_for(refused)
-        amount, pan = int(str(request[4])), self._pan(request)
-        original = self._original(entry, request)
-        rc = codes.APPROVED
-        if original is None or original["kind"] != "sale" or original["status"] in ("declined", "reversed"):
-            rc = codes.ORIGINAL_NOT_FOUND
-        elif original["status"] == "voided" or original["refunded_fen"]:
-            rc = "12"
-        elif original["amount_fen"] != amount:
-            rc = "64"
-        elif 37 in request and str(request[37]) != original["rrn"]:
-            rc = codes.ORIGINAL_NOT_FOUND
-        if rc != codes.APPROVED:
-            return self._decline(request, entry, "void", rc, amount, pan), 0
-        return self._approve(request, entry, "void", amount, pan, original_id=original["id"]), 0
+        def refusal(original: Any, amount: int) -> str | None:
+            if original["status"] == "voided" or original["refunded_fen"]:
+                return "12"  # already voided, or partly refunded: no longer voidable
+            if original["amount_fen"] != amount:
+                return "64"
+            if 37 in request and str(request[37]) != original["rrn"]:
+                return codes.ORIGINAL_NOT_FOUND
+            return None
+
+        return self._on_referenced(request, entry, "void", refusal)
 
     def _on_refund(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
+        def refusal(original: Any, amount: int) -> str | None:
+            if original["status"] == "voided":
+                return "12"
+            if amount > original["amount_fen"] - original["refunded_fen"]:
+                return "61"  # partial refunds up to the original amount less earlier refunds
+            return None
+
+        return self._on_referenced(request, entry, "refund", refusal)
+
+    def _on_referenced(self, request: Message, entry: Any, kind: str,
+                       refusal: Callable[[Any, int], str | None]) -> tuple[Message, int]:
+        """Void and refund: checks, then the original sale (61), then the kind's own rules."""
         refused = self._financial_checks(request, entry)
         if refused is not None:
             return catalogue.reply(request, refused, **self._now_fields()), _requirement_for(refused)
         amount, pan = int(str(request[4])), self._pan(request)
         original = self._original(entry, request)
-        rc = codes.APPROVED
         if original is None or original["kind"] != "sale" or original["status"] in ("declined", "reversed"):
-            rc = codes.ORIGINAL_NOT_FOUND
-        elif original["status"] == "voided":
-            rc = "12"
-        elif amount > original["amount_fen"] - original["refunded_fen"]:
-            rc = "61"
-        if rc != codes.APPROVED:
-            return self._decline(request, entry, "refund", rc, amount, pan), 0
-        return self._approve(request, entry, "refund", amount, pan, original_id=original["id"]), 0
+            rc: str | None = codes.ORIGINAL_NOT_FOUND
+        else:
+            rc = refusal(original, amount)
+        if rc is not None:
+            return self._decline(request, entry, kind, rc, amount, pan), 0
+        return self._approve(request, entry, kind, amount, pan, original_id=original["id"]), 0
 
     def _on_reversal(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
         if any(n in request for n in (35, 36, 52)):
