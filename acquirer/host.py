@@ -528,6 +528,20 @@ def _device_text(value: Any) -> str | None:
         return None
 
 
+def loop_wall_clock() -> Callable[[], float]:
+    """Epoch seconds that advance with the running event loop's clock (DESIGN principle 5: one clock).
+
+    Under a virtual clock (looptime) the host's maintenance windows, arrival times and timestamps move
+    with the terminals' time; on a real loop it is the wall clock. Outside a loop: time.time.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return time.time
+    anchor = time.time() - loop.time()
+    return lambda: anchor + loop.time()
+
+
 class HostServer:
     """The host on one or more link URLs. `async with HostServer(config, db) as server:`."""
 
@@ -536,7 +550,7 @@ class HostServer:
         from .admin import Admin
 
         self.config = config
-        self.ledger = Ledger(db_path, clock=clock or time.time)
+        self.ledger = Ledger(db_path, clock=clock or loop_wall_clock())
         self.host = AcquirerHost(config, self.ledger, clock=clock)
         self.admin = Admin(self)
         self._servers: list[Any] = []

@@ -1,0 +1,6 @@
+"""The sign-off daemon: a fleet of terminals kept signed in by day and closed by night."""
+
+from .config import FleetConfig, FleetConfigError, parse_duration
+from .daemon import SignOffDaemon
+
+__all__ = ["FleetConfig", "FleetConfigError", "SignOffDaemon", "parse_duration"]
