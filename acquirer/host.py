@@ -68,6 +68,9 @@ class AcquirerHost:
         self.handled = 0
         self._policy_version = -1
         self.refresh_policy()
+        from firmware_sim.repository import FirmwareRepository
+
+        self.firmware = FirmwareRepository(config.firmware_latest)
 
     def refresh_policy(self) -> None:
         """Apply admin changes made by another process (`possim host admin`) since the last look."""
@@ -238,6 +241,21 @@ class AcquirerHost:
         merchant = self.config.merchants[entry.mid]
         params = encode_device_info(MID=merchant.mid, NAME=merchant.name, TYPE=merchant.settlement_type)
         return catalogue.reply(request, codes.APPROVED, f42=merchant.mid, f62=params), 0
+
+    def _on_firmware_query(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
+        """TMS: announce the latest image (project-defined 0800 / 60.3 = 370)."""
+        if _version(header.firmware) >= _version(self.firmware.latest):
+            return catalogue.reply(request, codes.ORIGINAL_NOT_FOUND, f44="NO UPDATE"), 0
+        return catalogue.reply(request, codes.APPROVED, f62=self.firmware.announce()), 0
+
+    def _on_firmware_chunk(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
+        """TMS: one chunk of an image (60.3 = 371; 62 asks VER and OFF, 59 returns OFF and CRC)."""
+        try:
+            ask = parse_device_info(request[62]) if isinstance(request.get(62), bytes) else {}
+            data, trailer = self.firmware.chunk(ask["VER"], int(ask["OFF"]))
+        except (KeyError, ValueError, ProtocolError):
+            return catalogue.reply(request, codes.FORMAT_ERROR), 0
+        return catalogue.reply(request, codes.APPROVED, f62=data, f59=trailer), 0
 
     def _on_signature_upload(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
         original = Field61.parse(str(request[61]))
@@ -448,7 +466,8 @@ class AcquirerHost:
             db.execute("UPDATE session SET batch = ? WHERE tid = ?", (f"{int(batch) % 999_999 + 1:06d}", tid))
             self._settle_funds(db, entry, batch, merchant.settlement_type, now, defect)
             self.ledger.event("settlement", {"tid": tid, "batch": batch, "balanced": balanced})
-        return catalogue.reply(request, codes.APPROVED, f48=reply_48, **self._now_fields()), 0
+        reply = catalogue.reply(request, codes.APPROVED, f48=reply_48, **self._now_fields())
+        return reply, 6 if defect else 0  # a defective settlement asks the terminal to download firmware
 
     def _settle_funds(self, db: Any, entry: Any, batch: str, settlement_type: str, now: float,
                       defect: str | None) -> None:

@@ -65,6 +65,9 @@ CATALOGUE: dict[str, Transaction] = {
         Transaction("batch_upload", "0320", "0330", None, None, "00", "201", False, False, (*_BASE, 48)),
         Transaction("batch_upload_end", "0320", "0330", None, None, "00", "202", False, False, (*_BASE, 48)),
         Transaction("signature_upload", "0820", "0830", None, None, "07", "800", False, False, (*_BASE, 61, 62)),
+        # project-defined firmware download (firmware_sim/messages.py)
+        Transaction("firmware_query", "0800", "0810", None, None, "00", "370", False, False, _BASE),
+        Transaction("firmware_chunk", "0800", "0810", None, None, "00", "371", False, False, (*_BASE, 62)),
     ]
 }
 

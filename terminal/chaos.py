@@ -23,7 +23,7 @@ from protocol.message import Message
 
 from .links.base import FrameLink
 
-ACTIONS = ("drop", "delay", "duplicate", "corrupt_mac", "override_rc", "garbage")
+ACTIONS = ("drop", "delay", "duplicate", "corrupt_mac", "corrupt_data", "override_rc", "garbage")
 
 
 @dataclass
@@ -153,6 +153,12 @@ class FaultyLink(FrameLink):
             return [frame, frame]
         if rule.action == "corrupt_mac" and message is not None and isinstance(message.get(64), bytes):
             message[64] = bytes(b ^ 0xFF for b in message[64])
+            return [Frame(frame.tpdu, frame.header, self.dialect.encode(message))]
+        if rule.action == "corrupt_data" and message is not None and isinstance(message.get(62), bytes):
+            data = bytearray(message[62])
+            if data:
+                data[len(data) // 2] ^= 0xFF  # one flipped byte in the payload (a noisy line, a bad cache)
+            message[62] = bytes(data)
             return [Frame(frame.tpdu, frame.header, self.dialect.encode(message))]
         if rule.action == "override_rc" and message is not None and 39 in message:
             message[39] = rule.rc

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -101,6 +102,8 @@ class Terminal:
         self.host_requirement = 0  # processing requirement the host set in its last reply header
         self._servicing = False
         self.obey_host_requests = True  # a fault switch: ignore the header's processing requirement
+        self.firmware_boot_fails = False  # a fault switch: the next new image fails its first boot
+        self._firmware_slots: Any = None
         self.last_activity = self.clock()
         self._signature_needed = False
         self._rng = random.Random(config.seed)
@@ -178,6 +181,8 @@ class Terminal:
             self.mid = ident["mid"]
         if ident.get("merchant_name"):
             self.merchant_name = ident["merchant_name"]
+        if self.config.journal != ":memory:" and os.path.exists(self.config.journal + ".firmware.json"):
+            self._slots()  # the slot that booted decides the running version
         self.journal.set_identity(firmware=self.firmware)
         self.keys = None
         if ident.get("signed_in") and ident.get("wrapped_keys"):
@@ -257,13 +262,16 @@ class Terminal:
     async def _service_host_requests(self) -> None:
         """Do what the host asked for in a reply header: 1 download parameters, 3 sign in again."""
         requirement, self.host_requirement = self.host_requirement, 0
-        if self._servicing or requirement not in (1, 3) or not self.obey_host_requests:
+        if self._servicing or requirement not in (1, 3, 6) or not self.obey_host_requests:
             return
         self._servicing = True
         try:
             self.journal.event("host.request_serviced", {"requirement": requirement})
             if requirement == 1:
                 await self.parameter_download()
+            elif requirement == 6:
+                if (await self.update_firmware()).ok:
+                    await self.sign_in()
             elif self.state == "ready":
                 await self.sign_in()
         finally:
@@ -943,6 +951,99 @@ class Terminal:
         self.show("SIGNED OFF", "GOOD BYE")
         return self._result(op, True, rc=rc, stan=stan, message="signed off",
                             receipt=voucher.text if voucher is not None and printed else None)
+
+    # ------------------------------------------------------------------------------------------
+    # firmware update (A/B slots, resumable chunked download, verify, install, first boot)
+    # ------------------------------------------------------------------------------------------
+    def _slots(self) -> Any:
+        from firmware_sim.slots import Slots
+
+        if self._firmware_slots is None:
+            path = None if self.config.journal == ":memory:" else self.config.journal + ".firmware.json"
+            self._firmware_slots = Slots.load(path, factory_version=self.firmware)
+            if self._firmware_slots.running and self._firmware_slots.running != self.firmware:
+                self.set_firmware(self._firmware_slots.running)
+        return self._firmware_slots
+
+    async def update_firmware(self) -> OpResult:
+        """Download the host's firmware in chunks, verify size, hash and signature, install into the
+        inactive slot and reboot into it. Any failure (link drop, corrupt chunk, bad image, power loss,
+        failed first boot) leaves the old version running; a download resumes where it stopped."""
+        from firmware_sim.image import FirmwareError, Image, verify
+        from firmware_sim.messages import chunk_ok, chunk_request, parse_meta
+
+        op = "update_firmware"
+        if self.state not in ("signed_out", "ready"):
+            return self._result(op, False, message=f"cannot update while {self.state}")
+        slots = self._slots()
+        old = self.firmware
+        self._fire("start_update")
+        self.show("FIRMWARE UPDATE", "CHECKING...")
+
+        def failed(message: str) -> OpResult:
+            self._fire("update_failed")  # back where it was, on the old firmware
+            self.show("FIRMWARE UPDATE FAILED", message[:32], f"RUNNING {self.firmware}")
+            return self._result(op, False, message=message, detail={"firmware": self.firmware})
+
+        async def ask(name: str, payload: bytes | None = None) -> Message:
+            request = catalogue.network(name, stan=self.journal.next_stan(), device_info=payload,
+                                        **self._base_fields())
+            return (await self._exchange(request)).message
+
+        try:
+            meta_reply = await ask("firmware_query")
+            if meta_reply.response_code != codes.APPROVED:
+                self._fire("update_failed")
+                self.show("FIRMWARE UP TO DATE", self.firmware)
+                return self._result(op, True, rc=meta_reply.response_code, message="no update available",
+                                    detail={"firmware": self.firmware})
+            meta = parse_meta(meta_reply[62])  # type: ignore[arg-type]
+            version, size = meta["VER"], int(meta["SIZE"])
+            if slots.download.get("version") != version or slots.download.get("sha256") != meta["SHA256"]:
+                slots.partial = bytearray()
+                slots.download = {"version": version, "sha256": meta["SHA256"], "size": size, "offset": 0}
+                slots.save_partial()
+            while len(slots.partial) < size:
+                offset = len(slots.partial)
+                for _attempt in range(3):
+                    reply = await ask("firmware_chunk", chunk_request(version, offset))
+                    data = reply.get(62)
+                    if isinstance(data, bytes) and chunk_ok(str(reply.get(59, "")), offset, data):
+                        break
+                    self.journal.event("firmware.chunk_rejected", {"version": version, "offset": offset})
+                else:
+                    return failed(f"chunk at {offset} corrupt 3 times")
+                slots.partial += data
+                slots.download["offset"] = len(slots.partial)
+                slots.save_partial()  # a link drop from here resumes at this offset
+                self.show("FIRMWARE UPDATE", f"{version} {100 * len(slots.partial) // size}%")
+            image = Image(version, meta["DATE"], size, meta["SHA256"], meta["SIG"], bytes(slots.partial))
+            verify(image)
+        except ExchangeError as exc:
+            return failed(f"download interrupted: {exc}")
+        except FirmwareError as exc:
+            slots.reset_download()
+            return failed(str(exc))
+        except (KeyError, ValueError, ProtocolError) as exc:
+            return failed(f"bad firmware announcement: {exc}")
+        self._point("firmware.install")  # a power cut here: the old slot is still the active one
+        slots.versions[slots.inactive] = version
+        slots.reset_download()
+        self._fire("update_finished")  # -> booting into the new slot
+        first_boot_ok = not self.firmware_boot_fails
+        if first_boot_ok:
+            slots.active = slots.inactive
+            slots.save()
+            self.set_firmware(version)
+        self.keys = None
+        self.journal.set_signed_out()
+        self._fire("boot_signed_out")
+        if not first_boot_ok:
+            self.show("FIRMWARE ROLLED BACK", f"{version} FAILED TO BOOT", f"RUNNING {old}")
+            return self._result(op, False, message=f"first boot of {version} failed: rolled back to {old}",
+                                detail={"firmware": self.firmware})
+        self.show("FIRMWARE UPDATED", f"{old} -> {version}", "PLEASE SIGN IN")
+        return self._result(op, True, message=f"updated {old} -> {version}", detail={"firmware": version})
 
     async def resume(self) -> list[OpResult]:
         """Finish work a crash or power loss interrupted: reversals, settlement, sign-off."""

@@ -98,6 +98,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "leave_diagnostics", "source": "diagnostics", "dest": "signed_out"},
     {"trigger": "start_update", "source": _ONLINE_IDLE, "dest": "updating_firmware"},
     {"trigger": "update_finished", "source": "updating_firmware", "dest": "booting"},
+    {"trigger": "update_failed", "source": "updating_firmware", "dest": "ready", "conditions": "has_keys"},
     {"trigger": "update_failed", "source": "updating_firmware", "dest": "signed_out"},
     {"trigger": "refuse_service", "source": _ONLINE_IDLE, "dest": "out_of_service"},
 ]

@@ -180,7 +180,9 @@ async def fm09(ctx: ScenarioContext) -> None:
     ctx.check("2.3.6 is refused at sign-in", "58", refused.rc)
     ctx.check("terminal says a firmware update is required", contains("FIRMWARE UPDATE REQUIRED"), refused.display)
     if ctx.remedy:
-        old.set_firmware("3.0.8")
+        update = await old.update_firmware()  # download, verify, install, reboot into the new slot
+        ctx.check("the update downloads, verifies and boots 3.0.8", (True, "3.0.8"),
+                  (update.ok, old.firmware))
     ctx.check("after the update it signs in", True, (await old.sign_in()).ok)
 
     ctx.admin.set_min_firmware("2.0.0")
@@ -195,7 +197,9 @@ async def fm09(ctx: ScenarioContext) -> None:
     ctx.check("funds stay pending", "pending", stuck["status"])
     ctx.check("with the reason recorded", contains("firmware 2.1.5"), stuck["reason"])
     if ctx.remedy:
-        term.set_firmware("3.0.8")
+        await term.update_firmware()
+        await term.sign_in()
+    ctx.check("the terminal now runs 3.0.8", "3.0.8", term.firmware)
     resettle = await term.resettle(settle.batch)
     ctx.check("re-settlement on fixed firmware answered", True, resettle.ok)
     ctx.admin.run_funds(ctx.host.ledger.clock() + 5 * 86400)

@@ -782,6 +782,8 @@ def built_requests() -> dict[str, Message]:
         "batch_upload_end": cat.batch_upload_end(stan="000012", total_records=1, **COMMON),
         "signature_upload": cat.signature_upload(stan="000013", original=cat.Field61("000024", "000007"),
                                                  image=b"\x89PNG" + bytes(100), **COMMON),
+        "firmware_query": cat.network("firmware_query", stan="000014", **COMMON),
+        "firmware_chunk": cat.network("firmware_chunk", stan="000015", device_info=b"VER=3.0.8;OFF=0", **COMMON),
     }
 
 
