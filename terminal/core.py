@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from protocol import catalogue, codes, security
@@ -36,7 +35,7 @@ from protocol.composite import (
 )
 from protocol.dialect import get_dialect
 from protocol.errors import ProtocolError, SecurityError
-from protocol.message import Message, mask_pan
+from protocol.message import Message
 from protocol.security import WorkingKeys
 
 from . import machine
@@ -106,7 +105,6 @@ class Terminal:
         self._firmware_slots: Any = None
         self.last_activity = self.clock()
         self._signature_needed = False
-        self._rng = random.Random(config.seed)
         self.reversals_enabled = True  # a fault switch (FM-13) can turn the protection off
         self.batch_upload_enabled = True  # a fault switch: settle without reconciling (FM-16 remedy off)
         #: Called at each named step ("sale.journaled", "sale.sent", "settle.answered", ...): the seam crash
@@ -1128,4 +1126,4 @@ def _fields_json(message: Message) -> dict[str, str]:
     return {str(n): (v.hex().upper() if isinstance(v, bytes) else v) for n, v in message.fields.items()}
 
 
-__all__ = ["PowerLost", "Terminal", "mask_pan", "timedelta"]
+__all__ = ["PowerLost", "Terminal"]
