@@ -474,3 +474,22 @@ async def test_possim_host_process_serves_then_exits_0_on_sigterm(tmp_path):
     rows = json.loads(out)
     assert admin.returncode == 0 and [(r["kind"], r["amount_fen"]) for r in rows] == [("sale", 100)]
     assert "6222020000000015" not in out.decode()
+
+
+async def test_batch_upload_over_several_messages_and_a_miscounted_one_is_30(server, term):
+    sales = [await term.financial("sale", 100 + i) for i in range(10)]
+    settled = await settle(term, Totals(1, 1, 0, 0))
+    assert SettlementTotals.parse(settled[48]).result == "unbalanced"
+    records = [BatchRecord(s[11], CARD.pan, 100 + i) for i, s in enumerate(sales)]
+    nine = catalogue.batch_upload(tid=TID, mid=MID, stan=term.next_stan(), batch=term.batch, records=records[:8])
+    nine[48] = "09" + nine[48][2:]  # declares 9 records (field 48 cannot hold more than 8)
+    assert (await term.send(nine))[39] == "30"
+    for chunk in (records[:8], records[8:]):
+        up = await term.send(catalogue.batch_upload(tid=TID, mid=MID, stan=term.next_stan(), batch=term.batch,
+                                                    records=chunk))
+        assert up[39] == "00"
+    end = await term.send(catalogue.batch_upload_end(tid=TID, mid=MID, stan=term.next_stan(), batch=term.batch,
+                                                     total_records=10))
+    assert end[39] == "00"
+    (settlement,) = server.admin.settlements(TID)
+    assert json.loads(settlement["differences"]) == []
