@@ -11,6 +11,8 @@ Decisions where cup-pos.md leaves room (documented in docs/host.md):
   `MID=...;NAME=...;TYPE=T1`.
 - A settlement (0500) without field 49 comes from firmware with the 2.1.5 settlement defect: it is
   answered, but the batch's funds stay pending with that reason until a complete re-settlement.
+- More decisions (disabled terminals, voids across batches, refunds' 37 and 61.3, balance inquiries,
+  maintenance replies, funds of unbalanced batches) are listed in docs/host.md.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from protocol.framing import Frame, Header
 from protocol.message import Message, mask_pan
 from protocol.security import WorkingKeys
 
-from . import funds
+from . import funds, risk
 from .config import HostConfig
 from .ledger import Ledger
 from .testcards import card_by_pan, magic_amount_code
@@ -90,71 +92,107 @@ class AcquirerHost:
         return None
 
     def handle(self, frame: Frame) -> Frame | None:
+        """One request frame in; its reply frame out, or None: drop the connection (nothing to answer)."""
         started = time.perf_counter()
         header = frame.header or Header()
-        self.refresh_policy()
+        try:
+            self.refresh_policy()
+        except Exception as exc:  # the ledger failing: keep the policy we have and serve on
+            log.error(_line(event="policy_unreadable", error=f"{type(exc).__name__}: {exc}"))
         try:
             request = self.dialect.decode(frame.payload)
         except ProtocolError as exc:
-            log.warning(json.dumps({"event": "malformed", "error": str(exc)}))
-            return self._format_error(frame, header)
+            return self._format_error(frame, header, exc, started)
+        if request.is_response:
+            log.warning(_line(event="dropped", tid=request.get(41), mti=request.mti, stan=request.get(11),
+                              error=f"MTI {request.mti} is a response, not a request"))
+            return None
         try:
             reply, requirement = self._dispatch(request, header)
         except ProtocolError as exc:
-            log.warning(json.dumps({"event": "format_error", "mti": request.mti, "error": str(exc)}))
+            log.warning(_line(event="format_error", tid=request.get(41), mti=request.mti, stan=request.get(11),
+                              error=str(exc)))
             reply, requirement = catalogue.reply(request, codes.FORMAT_ERROR), 0
+        except Exception as exc:  # a defect or the ledger failing: answer 96, keep serving, say what happened
+            log.exception(_line(event="internal_error", tid=request.get(41), mti=request.mti,
+                                stan=request.get(11), error=f"{type(exc).__name__}: {exc}"))
+            reply, requirement = catalogue.reply(request, codes.SYSTEM_MALFUNCTION), 0
         reply_header = Header(header.app_type, header.version, header.status, requirement, header.sub_version)
         self.handled += 1
-        log.info(json.dumps({
-            "tid": request.get(41), "mti": request.mti, "stan": request.get(11), "rc": reply.response_code,
-            "pan": mask_pan(str(request[2])) if isinstance(request.get(2), str) else None,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3)}))
+        log.info(_line(tid=request.get(41), mti=request.mti, stan=request.get(11), rc=reply.response_code,
+                       pan=mask_pan(str(request[2])) if isinstance(request.get(2), str) else None,
+                       latency_ms=round((time.perf_counter() - started) * 1000, 3)))
         try:
             payload = self.dialect.encode(reply)
         except ProtocolError as exc:
-            log.error(json.dumps({"event": "reply_unencodable", "error": str(exc)}))
+            log.error(_line(event="reply_unencodable", tid=request.get(41), mti=reply.mti, error=str(exc)))
             return None
         return Frame(frame.tpdu.swapped() if frame.tpdu else None, reply_header, payload)
 
-    def _format_error(self, frame: Frame, header: Header) -> Frame | None:
+    def _format_error(self, frame: Frame, header: Header, error: ProtocolError, started: float) -> Frame | None:
         """Answer 30 to a request that does not decode, when enough of it does to address a reply."""
         partial = self.dialect.decode_partial(frame.payload)
-        if partial is None or partial.is_response or not all(isinstance(partial.get(n), str) for n in (11, 41)):
+        addressable = (partial is not None and not partial.is_response
+                       and all(isinstance(partial.get(n), str) for n in (11, 41)))
+        if partial is None or not addressable:
+            log.warning(_line(event="malformed", mti=partial.mti if partial else None, error=str(error),
+                              action="drop"))
             return None
         reply = Message(partial.response_mti, {n: partial[n] for n in (11, 41, 42) if n in partial})
         reply[39] = codes.FORMAT_ERROR
         try:
             payload = self.dialect.encode(reply)
         except ProtocolError:
+            log.warning(_line(event="malformed", mti=partial.mti, error=str(error), action="drop"))
             return None
+        self.handled += 1
+        log.warning(_line(event="malformed", tid=partial.get(41), mti=partial.mti, stan=partial.get(11),
+                          rc=codes.FORMAT_ERROR, error=str(error),
+                          latency_ms=round((time.perf_counter() - started) * 1000, 3)))
         return Frame(frame.tpdu.swapped() if frame.tpdu else None, header, payload)
 
     def _dispatch(self, request: Message, header: Header) -> tuple[Message, int]:
-        if request.is_response:
-            raise ProtocolError(f"MTI {request.mti} is a response, not a request")
         txn = catalogue.identify(request)
         if txn is None:
+            log.warning(_line(event="unknown_request", tid=request.get(41), mti=request.mti,
+                              stan=request.get(11), f60=request.get(60)))
             return catalogue.reply(request, codes.FORMAT_ERROR), 0
         missing = catalogue.missing_fields(request, txn)
         if missing:
             raise ProtocolError(f"{txn.name} lacks fields {missing}")
-        if self.maintenance_mode() is not None:
-            return catalogue.reply(request, codes.SYSTEM_MALFUNCTION, f44="MAINTENANCE"), 0
         tid = str(request[41])
         entry = self.config.terminals.get(tid)
-        if entry is None or entry.status != "active":
-            return catalogue.reply(request, codes.NOT_REGISTERED), 0
-        if txn.mac:
+        known = entry is not None and entry.status == "active"
+        verified = False
+        if txn.mac and known:
             keys = self._keys_for(tid)
-            if keys is None or not security.verify(self.dialect, request, keys.mac_key):
-                return catalogue.reply(request, codes.MAC_FAILED), 0
-        handler = getattr(self, f"_on_{txn.name.removesuffix('_003').removesuffix('_001')}")
-        reply, requirement = handler(request, entry, header)
-        if txn.mac and reply.mti in catalogue.MAC_MTIS:
+            verified = keys is not None and security.verify(self.dialect, request, keys.mac_key)
+        if self.maintenance_mode() is not None:
+            reply, requirement = self._maintenance_reply(request), 0
+        elif not known:
+            reply, requirement = catalogue.reply(request, codes.NOT_REGISTERED), 0
+        elif txn.mac and not verified:
+            return catalogue.reply(request, codes.MAC_FAILED), 0
+        else:
+            handler = getattr(self, f"_on_{txn.name.removesuffix('_003').removesuffix('_001')}")
+            reply, requirement = handler(request, entry, header)
+        if verified and reply.mti in catalogue.MAC_MTIS:
             keys = self._keys_for(tid)
             if keys is not None:
                 security.sign(self.dialect, reply, keys.mac_key)
         return reply, requirement
+
+    def _maintenance_reply(self, request: Message) -> Message:
+        """96, with field 44 saying until when (HHMM local time) so the terminal can say when to retry."""
+        now = self.clock()
+        ends = [e for w in self.config.maintenance if (e := w.ends_at(now)) is not None]
+        text = "MAINTENANCE"
+        if ends:
+            text += " UNTIL " + datetime.fromtimestamp(max(ends)).strftime("%H%M")
+        fields: dict[str, str] = {"f44": text}
+        if request.mti in ("0200", "0220"):
+            fields.update(self._now_fields())
+        return catalogue.reply(request, codes.SYSTEM_MALFUNCTION, **fields)
 
     def _keys_for(self, tid: str) -> WorkingKeys | None:
         keys = self._keys.get(tid)
@@ -278,21 +316,41 @@ class AcquirerHost:
             return codes.DUPLICATE
         return None
 
+    def _refusal(self, request: Message, entry: Any, rc: str) -> tuple[Message, int]:
+        """03 / 77 / 94 before anything is decided: nothing recorded, nothing charged.
+
+        Financial replies carry 37: a duplicate gets the RRN of the transaction it duplicates (when the
+        host has one), other refusals a fresh one; balance replies carry none.
+        """
+        fields = self._now_fields()
+        if request.mti != "0200" or request.get(3) != "310000":
+            rrn = None
+            if rc == codes.DUPLICATE:
+                seen = self.ledger.txn(entry.tid, Field60.parse(str(request[60])).batch, str(request[11]))
+                rrn = seen["rrn"] if seen is not None else None
+            fields["f37"] = rrn or self.ledger.next_rrn()
+        return catalogue.reply(request, rc, **fields), _requirement_for(rc)
+
     def _pan(self, request: Message) -> str:
         pan = request.get(2)
         if isinstance(pan, str):
             return pan
         track = request.get(35)
-        return str(track).split("D")[0] if isinstance(track, str) else ""
+        return str(track).split("D")[0].split("=")[0] if isinstance(track, str) else ""
 
-    def _card_decision(self, request: Message, pan: str, amount: int) -> str:
+    def _card_decision(self, request: Message, pan: str, amount: int | None) -> str:
+        """The issuer's answer, in order: card number, test card, magic amount, expiry, balance, PIN."""
+        if not _luhn_ok(pan):
+            return "14"
         card = card_by_pan(pan)
         if card is not None and card.response_code != codes.APPROVED:
             return card.response_code
-        magic = magic_amount_code(amount)
+        magic = magic_amount_code(amount) if amount is not None else None
         if magic is not None:
             return magic
-        if card is not None and amount > card.balance_fen:
+        if self._expired(request):
+            return "54"
+        if card is not None and amount is not None and amount > card.balance_fen:
             return "51"
         pin_block = request.get(52)
         if isinstance(pin_block, bytes) and card is not None:
@@ -305,65 +363,80 @@ class AcquirerHost:
                 return "55"
         return codes.APPROVED
 
+    def _expired(self, request: Message) -> bool:
+        """Field 14 (YYMM) before the host's current month."""
+        expiry = request.get(14)
+        if not (isinstance(expiry, str) and len(expiry) == 4 and expiry.isdigit()):
+            return False
+        return expiry < datetime.fromtimestamp(self.clock()).strftime("%y%m")
+
+    def _record(self, db: Any, request: Message, entry: Any, **values: Any) -> int:
+        return self.ledger.insert_txn(db, tid=entry.tid, mid=entry.mid, batch=Field60.parse(str(request[60])).batch,
+                                      stan=str(request[11]), mti=request.mti, proc_code=request.get(3), **values)
+
     def _decline(self, request: Message, entry: Any, kind: str, rc: str, amount: int, pan: str) -> Message:
         """Record a decline (so a retry with the same STAN is a duplicate) and build its reply."""
-        batch = Field60.parse(str(request[60])).batch
         rrn = self.ledger.next_rrn()
+        now = self._now_fields()
         with self.ledger.tx() as db:
-            self.ledger.insert_txn(db, tid=entry.tid, mid=entry.mid, batch=batch, stan=str(request[11]), kind=kind,
-                                   amount_fen=amount, pan=pan, rc=rc, rrn=rrn, status="declined")
-        return catalogue.reply(request, rc, f37=rrn, **self._now_fields())
+            self._record(db, request, entry, kind=kind, amount_fen=amount, pan=pan, rc=rc, rrn=rrn,
+                         status="declined", host_date=now["f13"], host_time=now["f12"])
+        return catalogue.reply(request, rc, f37=rrn, **now)
 
     def _approve(self, request: Message, entry: Any, kind: str, amount: int, pan: str,
                  original_id: int | None = None) -> Message:
-        batch = Field60.parse(str(request[60])).batch
         rrn = self.ledger.next_rrn()
         auth = f"{(int(rrn) * 7919) % 1_000_000:06d}"
         now = self._now_fields()
-        risk_reason = None
-        if kind == "sale":
-            if amount > self.config.risk.single_limit_fen:
-                limit = self.config.risk.single_limit_fen
-                risk_reason = f"single transaction over {limit // 100:,}.{limit % 100:02d}: dual review"
-            else:
-                start_of_day = datetime.fromtimestamp(self.clock()).replace(hour=0, minute=0, second=0).timestamp()
-                if self.ledger.daily_count(entry.tid, start_of_day) >= self.config.risk.daily_count_limit:
-                    risk_reason = f"more than {self.config.risk.daily_count_limit} transactions today: review"
+        hold = risk.assess(self.config.risk, kind=kind, amount_fen=amount,
+                           sales_today=lambda: self.ledger.daily_count(entry.tid, risk.start_of_day(self.clock())))
         with self.ledger.tx() as db:
-            txn_id = self.ledger.insert_txn(db, tid=entry.tid, mid=entry.mid, batch=batch, stan=str(request[11]),
-                                            kind=kind, amount_fen=amount, pan=pan, rrn=rrn, auth_code=auth, rc="00",
-                                            status="approved", original_id=original_id, host_date=now["f13"],
-                                            host_time=now["f12"], risk_reason=risk_reason)
-            if kind == "sale":
-                status = funds.FROZEN if risk_reason else funds.PENDING
-                db.execute("INSERT INTO funds (txn_id, mid, status, reason) VALUES (?, ?, ?, ?)",
-                           (txn_id, entry.mid, status, risk_reason or "awaiting settlement"))
+            txn_id = self._record(db, request, entry, kind=kind, amount_fen=amount, pan=pan, rrn=rrn, auth_code=auth,
+                                  rc="00", status="approved", original_id=original_id, host_date=now["f13"],
+                                  host_time=now["f12"], risk_reason=hold.reason if hold else None)
+            if kind in ("sale", "refund"):
+                funds.open_row(db, txn_id=txn_id, mid=entry.mid, kind=kind, rule=hold.rule if hold else None,
+                               reason=hold.reason if hold else None)
+            if hold is not None:
+                self.ledger.event("risk.hold", {"tid": entry.tid, "stan": str(request[11]), "rule": hold.rule})
             if kind == "void" and original_id is not None:
-                db.execute("UPDATE txn SET status = 'voided' WHERE id = ?", (original_id,))
-                db.execute("UPDATE funds SET status = ?, reason = 'voided' WHERE txn_id = ?",
-                           (funds.FAILED, original_id))
+                db.execute("UPDATE txn SET status = 'voided', updated_at = ? WHERE id = ?", (self.clock(), original_id))
+                funds.fail(db, original_id, "voided")
             if kind == "refund" and original_id is not None:
-                db.execute("UPDATE txn SET refunded_fen = refunded_fen + ? WHERE id = ?", (amount, original_id))
+                db.execute("UPDATE txn SET refunded_fen = refunded_fen + ?, updated_at = ? WHERE id = ?",
+                           (amount, self.clock(), original_id))
         return catalogue.reply(request, codes.APPROVED, f37=rrn, f38=auth, **now)
 
+    def _amount(self, request: Message) -> int:
+        return int(str(request[4]))
+
     def _on_sale(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
-        pan, amount = self._pan(request), int(str(request[4]))
+        pan, amount = self._pan(request), self._amount(request)
         refused = self._financial_checks(request, entry)
         if refused is not None:
-            return catalogue.reply(request, refused, **self._now_fields()), _requirement_for(refused)
-        rc = self._card_decision(request, pan, amount)
+            return self._refusal(request, entry, refused)
+        rc = "13" if amount <= 0 else self._card_decision(request, pan, amount)
         if rc != codes.APPROVED:
             return self._decline(request, entry, "sale", rc, amount, pan), 0
         return self._approve(request, entry, "sale", amount, pan), 0
 
     def _on_balance(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
+        """Balance inquiry: recorded (a repeated STAN is a duplicate) but never charged or settled."""
+        refused = self._financial_checks(request, entry)
+        if refused is not None:
+            return self._refusal(request, entry, refused)
         pan = self._pan(request)
         card = card_by_pan(pan)
-        rc = self._card_decision(request, pan, 0) if card else codes.APPROVED
+        rc = self._card_decision(request, pan, None)
+        now = self._now_fields()
+        with self.ledger.tx() as db:
+            self._record(db, request, entry, kind="balance", amount_fen=0, pan=pan, rc=rc,
+                         status="approved" if rc == codes.APPROVED else "declined", host_date=now["f13"],
+                         host_time=now["f12"])
         if rc != codes.APPROVED:
-            return catalogue.reply(request, rc, **self._now_fields()), 0
+            return catalogue.reply(request, rc, **now), 0
         balance = card.balance_fen if card else 0
-        return catalogue.reply(request, codes.APPROVED, f54=encode_balance(balance), **self._now_fields()), 0
+        return catalogue.reply(request, codes.APPROVED, f54=encode_balance(balance), **now), 0
 
     def _original(self, entry: Any, request: Message) -> Any:
         original = Field61.parse(str(request[61]))
@@ -371,6 +444,8 @@ class AcquirerHost:
 
     def _on_void(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
         def refusal(original: Any, amount: int) -> str | None:
+            if original["batch"] != Field60.parse(str(request[60])).batch:
+                return "12"  # a sale of a settled batch is no longer voidable: refund it instead
             if original["status"] == "voided" or original["refunded_fen"]:
                 return "12"  # already voided, or partly refunded: no longer voidable
             if original["amount_fen"] != amount:
@@ -383,6 +458,11 @@ class AcquirerHost:
 
     def _on_refund(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
         def refusal(original: Any, amount: int) -> str | None:
+            if 37 in request and str(request[37]) != original["rrn"]:
+                return codes.ORIGINAL_NOT_FOUND
+            date = Field61.parse(str(request[61])).date
+            if date and date != "0000" and original["host_date"] and date != original["host_date"]:
+                return codes.ORIGINAL_NOT_FOUND  # 61.3 is the date (13) of the original's reply
             if original["status"] == "voided":
                 return "12"
             if amount > original["amount_fen"] - original["refunded_fen"]:
@@ -396,11 +476,13 @@ class AcquirerHost:
         """Void and refund: checks, then the original sale (61), then the kind's own rules."""
         refused = self._financial_checks(request, entry)
         if refused is not None:
-            return catalogue.reply(request, refused, **self._now_fields()), _requirement_for(refused)
-        amount, pan = int(str(request[4])), self._pan(request)
+            return self._refusal(request, entry, refused)
+        amount, pan = self._amount(request), self._pan(request)
         original = self._original(entry, request)
-        if original is None or original["kind"] != "sale" or original["status"] in ("declined", "reversed"):
-            rc: str | None = codes.ORIGINAL_NOT_FOUND
+        if amount <= 0:
+            rc: str | None = "13"
+        elif original is None or original["kind"] != "sale" or original["status"] in ("declined", "reversed"):
+            rc = codes.ORIGINAL_NOT_FOUND
         else:
             rc = refusal(original, amount)
         if rc is not None:
@@ -408,53 +490,75 @@ class AcquirerHost:
         return self._approve(request, entry, kind, amount, pan, original_id=original["id"]), 0
 
     def _on_reversal(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
+        """0400: find the original by 60.2 + 11 and undo it, once; unknown originals: 00, nothing charged."""
         if any(n in request for n in (35, 36, 52)):
             return catalogue.reply(request, codes.FORMAT_ERROR), 0
         tid, stan = entry.tid, str(request[11])
         batch = Field60.parse(str(request[60])).batch
-        amount = int(str(request[4]))
+        amount = self._amount(request)
+        reason = request.get(39)
+        merchant = self.config.merchants[entry.mid]
         with self.ledger.tx() as db:
             original = self.ledger.txn(tid, batch, stan)
             if original is None:
                 db.execute("INSERT OR IGNORE INTO reversed_unknown (tid, batch, stan, at) VALUES (?, ?, ?, ?)",
                            (tid, batch, stan, self.clock()))
-                self.ledger.event("reversal.unknown", {"tid": tid, "stan": stan})
+                times = self.ledger.record_reversal(db, tid=tid, batch=batch, stan=stan, reason=reason,
+                                                    amount_fen=amount, outcome="unknown", txn_id=None)
+                self.ledger.event("reversal.unknown", {"tid": tid, "stan": stan, "received": times})
                 return catalogue.reply(request, codes.APPROVED), 0
             if original["status"] == "voided":
                 return catalogue.reply(request, "12"), 0
             if original["amount_fen"] != amount:
                 return catalogue.reply(request, "64"), 0
+            outcome = "reversed" if original["status"] == "approved" else f"nothing to reverse ({original['status']})"
+            times = self.ledger.record_reversal(db, tid=tid, batch=batch, stan=stan, reason=reason,
+                                                amount_fen=amount, outcome=outcome, txn_id=original["id"])
             if original["status"] == "approved":
-                db.execute("UPDATE txn SET status = 'reversed' WHERE id = ?", (original["id"],))
-                db.execute("UPDATE funds SET status = ?, reason = 'reversed' WHERE txn_id = ?",
-                           (funds.FAILED, original["id"]))
+                now = self.clock()
+                db.execute("UPDATE txn SET status = 'reversed', updated_at = ? WHERE id = ?", (now, original["id"]))
+                funds.fail(db, original["id"], "reversed")
                 if original["original_id"] is not None and original["kind"] == "void":
-                    db.execute("UPDATE txn SET status = 'approved' WHERE id = ?", (original["original_id"],))
-                    db.execute("UPDATE funds SET status = ?, reason = 'awaiting settlement' WHERE txn_id = ?",
-                               (funds.PENDING, original["original_id"]))
+                    db.execute("UPDATE txn SET status = 'approved', updated_at = ? WHERE id = ?",
+                               (now, original["original_id"]))
+                    funds.reopen(db, original["original_id"], settlement_type=merchant.settlement_type, now=now,
+                                 calendar=funds.Calendar.of(self.config))
                 if original["original_id"] is not None and original["kind"] == "refund":
-                    db.execute("UPDATE txn SET refunded_fen = refunded_fen - ? WHERE id = ?",
-                               (original["amount_fen"], original["original_id"]))
-                self.ledger.event("reversal", {"tid": tid, "stan": stan})
+                    db.execute("UPDATE txn SET refunded_fen = refunded_fen - ?, updated_at = ? WHERE id = ?",
+                               (original["amount_fen"], now, original["original_id"]))
+                settled = self.ledger.settlement(tid, batch)
+                self.ledger.event("reversal", {"tid": tid, "stan": stan, "reason": reason,
+                                               "after_settlement": settled is not None})
+            else:
+                self.ledger.event("reversal.repeated", {"tid": tid, "stan": stan, "received": times})
         return catalogue.reply(request, codes.APPROVED), 0
 
     # ------------------------------------------------------------------------------------------
     # settlement and batch upload
     # ------------------------------------------------------------------------------------------
     def _on_settlement(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
+        """0500: compare the terminal's totals with the ledger's; the host moves to the next batch.
+
+        A repeated 0500 for the just-settled batch is answered again without side effects (except that
+        a complete one releases funds a defective one left pending); any other batch is 77.
+        """
+        if not self._merchant_ok(request, entry):
+            return catalogue.reply(request, codes.INVALID_MERCHANT, f44="UPDATE PARAMETERS"), 1
         tid = entry.tid
         batch = Field60.parse(str(request[60])).batch
         terminal_totals = SettlementTotals.parse(str(request[48]))
         defect = None if 49 in request else f"settlement from firmware {header.firmware} lacks currency data"
-        previous = self.ledger.one("SELECT * FROM settlement WHERE tid = ? AND batch = ?", (tid, batch))
-        if previous is not None:
+        current = self._batch(tid)
+        previous = self.ledger.settlement(tid, batch)
+        if previous is not None and batch == _previous_batch(current):
             if previous["defect"] and defect is None:
                 self._release_defective(entry, batch)
             return catalogue.reply(request, codes.APPROVED, f48=previous["reply_48"], **self._now_fields()), 0
-        if batch != self._batch(tid):
-            return catalogue.reply(request, codes.BATCH_MISMATCH), 0
+        if batch != current or previous is not None:
+            return catalogue.reply(request, codes.BATCH_MISMATCH, **self._now_fields()), 3
         host = Totals(*self.ledger.totals(tid, batch))
-        balanced = host.same_amounts(terminal_totals.domestic)
+        # every card is domestic in this dialect: the host's foreign totals are zero
+        balanced = host.same_amounts(terminal_totals.domestic) and Totals().same_amounts(terminal_totals.foreign)
         reply_48 = terminal_totals.with_reconciliation(1 if balanced else 2).encode()
         merchant = self.config.merchants[entry.mid]
         now = self.clock()
@@ -463,74 +567,113 @@ class AcquirerHost:
                        "at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (tid, batch, terminal_totals.encode(), SettlementTotals(host).encode(),
                         "balanced" if balanced else "unbalanced", reply_48, defect, now))
-            db.execute("UPDATE session SET batch = ? WHERE tid = ?", (f"{int(batch) % 999_999 + 1:06d}", tid))
-            self._settle_funds(db, entry, batch, merchant.settlement_type, now, defect)
-            self.ledger.event("settlement", {"tid": tid, "batch": batch, "balanced": balanced})
+            db.execute("UPDATE session SET batch = ? WHERE tid = ?", (_next_batch(batch), tid))
+            funds.settle_batch(db, tid=tid, batch=batch, settlement_type=merchant.settlement_type, now=now,
+                               calendar=funds.Calendar.of(self.config))
+            self.ledger.event("settlement", {"tid": tid, "batch": batch, "balanced": balanced,
+                                             "defect": defect is not None})
         reply = catalogue.reply(request, codes.APPROVED, f48=reply_48, **self._now_fields())
         return reply, 6 if defect else 0  # a defective settlement asks the terminal to download firmware
-
-    def _settle_funds(self, db: Any, entry: Any, batch: str, settlement_type: str, now: float,
-                      defect: str | None) -> None:
-        expected = funds.expected_arrival(now, settlement_type, self.config.holidays)
-        rows = db.execute("SELECT f.txn_id FROM funds f JOIN txn t ON t.id = f.txn_id WHERE t.tid = ? AND t.batch = ? "
-                          "AND f.status = ?", (entry.tid, batch, funds.PENDING)).fetchall()
-        for row in rows:
-            if defect:
-                db.execute("UPDATE funds SET reason = ?, expected_at = NULL WHERE txn_id = ?",
-                           (f"{defect}: re-settle with updated firmware", row[0]))
-            elif settlement_type == "T0":
-                db.execute("UPDATE funds SET status = ?, reason = 'settled T0', expected_at = ?, credited_at = ? "
-                           "WHERE txn_id = ?", (funds.CREDITED, expected, now, row[0]))
-            else:
-                db.execute("UPDATE funds SET reason = 'settled T1: next business day', expected_at = ? "
-                           "WHERE txn_id = ?", (expected, row[0]))
 
     def _release_defective(self, entry: Any, batch: str) -> None:
         merchant = self.config.merchants[entry.mid]
         now = self.clock()
         with self.ledger.tx() as db:
             db.execute("UPDATE settlement SET defect = NULL WHERE tid = ? AND batch = ?", (entry.tid, batch))
-            self._settle_funds(db, entry, batch, merchant.settlement_type, now, None)
+            funds.settle_batch(db, tid=entry.tid, batch=batch, settlement_type=merchant.settlement_type, now=now,
+                               calendar=funds.Calendar.of(self.config))
             self.ledger.event("settlement.resettled", {"tid": entry.tid, "batch": batch})
 
     def _on_batch_upload(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
+        """0320 / 201: up to 8 records; a record sent again (same STAN) replaces the first."""
+        if not self._merchant_ok(request, entry):
+            return catalogue.reply(request, codes.INVALID_MERCHANT, f44="UPDATE PARAMETERS"), 1
         tid = entry.tid
         batch = Field60.parse(str(request[60])).batch
         if not self._upload_batch_ok(tid, batch):
-            return catalogue.reply(request, codes.BATCH_MISMATCH), 0
+            return catalogue.reply(request, codes.BATCH_MISMATCH), 3
         records = parse_batch_records(str(request[48]))
-        row = self.ledger.one("SELECT uploaded FROM settlement WHERE tid = ? AND batch = ?", (tid, batch))
-        uploaded = json.loads(row["uploaded"]) if row else []
-        for record in records:
-            uploaded.append({"stan": record.stan, "amount": record.amount,
-                             "pan_hash": self.ledger.pan_hash(record.pan), "pan": mask_pan(record.pan)})
         with self.ledger.tx() as db:
+            for record in records:
+                self.ledger.add_upload(db, tid=tid, batch=batch, stan=record.stan, amount_fen=record.amount,
+                                       organisation=record.organisation, pan=record.pan)
+            uploaded = [{"stan": u["stan"], "amount": u["amount_fen"], "pan_hash": u["pan_hash"],
+                         "pan": u["pan_masked"]} for u in db.execute(
+                "SELECT * FROM batch_upload WHERE tid = ? AND batch = ? ORDER BY stan", (tid, batch))]
             db.execute("UPDATE settlement SET uploaded = ? WHERE tid = ? AND batch = ?",
                        (json.dumps(uploaded), tid, batch))
         return catalogue.reply(request, codes.APPROVED), 0
 
     def _on_batch_upload_end(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
+        """0320 / 202: reconcile the uploaded records with the ledger; the batch's funds can now move."""
+        if not self._merchant_ok(request, entry):
+            return catalogue.reply(request, codes.INVALID_MERCHANT, f44="UPDATE PARAMETERS"), 1
         tid = entry.tid
         batch = Field60.parse(str(request[60])).batch
         if not self._upload_batch_ok(tid, batch):
-            return catalogue.reply(request, codes.BATCH_MISMATCH), 0
-        row = self.ledger.one("SELECT uploaded FROM settlement WHERE tid = ? AND batch = ?", (tid, batch))
-        uploaded = json.loads(row["uploaded"]) if row else []
-        ours = {(r["stan"], r["amount_fen"], r["pan_hash"]): r for r in self.ledger.batch_txns(tid, batch)}
-        theirs = {(u["stan"], u["amount"], u["pan_hash"]) for u in uploaded}
-        differences = [{"side": "host only", "stan": k[0], "amount": k[1]} for k in ours if k not in theirs]
-        differences += [{"side": "terminal only", "stan": k[0], "amount": k[1]} for k in theirs if k not in ours]
+            return catalogue.reply(request, codes.BATCH_MISMATCH), 3
+        declared_text = str(request[48])
+        declared = int(declared_text) if declared_text.isdigit() else None
+        uploads = {u["stan"]: u for u in self.ledger.uploads(tid, batch)}
+        ours = {r["stan"]: r for r in self.ledger.batch_txns(tid, batch)}
+
+        def same(txn: Any, upload: Any) -> bool:
+            if txn["amount_fen"] != upload["amount_fen"]:
+                return False
+            return txn["pan_hash"] is None or upload["pan_hash"] is None or txn["pan_hash"] == upload["pan_hash"]
+
+        differences = []
+        for stan, txn in ours.items():
+            upload = uploads.get(stan)
+            if upload is None or not same(txn, upload):
+                differences.append({"side": "host only", "stan": stan, "amount": txn["amount_fen"]})
+        for stan, upload in uploads.items():
+            txn = ours.get(stan)
+            if txn is None or not same(txn, upload):
+                differences.append({"side": "terminal only", "stan": stan, "amount": upload["amount_fen"]})
+        merchant = self.config.merchants[entry.mid]
+        now = self.clock()
         with self.ledger.tx() as db:
-            db.execute("UPDATE settlement SET differences = ?, result = 'reconciled' WHERE tid = ? AND batch = ?",
-                       (json.dumps(differences), tid, batch))
-            self.ledger.event("batch_upload", {"tid": tid, "batch": batch, "records": len(uploaded),
-                                               "differences": len(differences)})
+            settled = db.execute("UPDATE settlement SET differences = ?, result = 'reconciled', declared_records = ? "
+                                 "WHERE tid = ? AND batch = ?",
+                                 (json.dumps(differences), declared, tid, batch)).rowcount
+            if settled:
+                funds.settle_batch(db, tid=tid, batch=batch, settlement_type=merchant.settlement_type, now=now,
+                                   calendar=funds.Calendar.of(self.config))
+            self.ledger.event("batch_upload", {"tid": tid, "batch": batch, "records": len(uploads),
+                                               "declared": declared, "differences": len(differences),
+                                               "before_settlement": not settled})
         return catalogue.reply(request, codes.APPROVED), 0
 
     def _upload_batch_ok(self, tid: str, batch: str) -> bool:
         current = self._batch(tid)
-        just_settled = f"{(int(current) - 2) % 999_999 + 1:06d}"
-        return batch in (current, just_settled)
+        return batch in (current, _previous_batch(current))
+
+
+def _next_batch(batch: str) -> str:
+    return f"{int(batch) % 999_999 + 1:06d}"
+
+
+def _previous_batch(batch: str) -> str:
+    return f"{(int(batch) - 2) % 999_999 + 1:06d}"
+
+
+def _luhn_ok(pan: str) -> bool:
+    """A card number: 12 to 19 digits with a valid Luhn check digit."""
+    if not (pan.isascii() and pan.isdigit() and 12 <= len(pan) <= 19):
+        return False
+    total = 0
+    for position, char in enumerate(reversed(pan)):
+        digit = int(char)
+        if position % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def _line(**items: Any) -> str:
+    """One structured log line: JSON, keys sorted as given, None values left out (never keys or PANs)."""
+    return json.dumps({k: v for k, v in items.items() if v is not None}, default=str)
 
 
 def _requirement_for(rc: str) -> int:
@@ -569,7 +712,8 @@ class HostServer:
         from .admin import Admin
 
         self.config = config
-        self.ledger = Ledger(db_path, clock=clock or loop_wall_clock())
+        self.ledger = Ledger(db_path, clock=clock or loop_wall_clock(), synchronous=config.durability)
+        self.ledger.sync_merchants(config.merchants.values())  # lets `possim host admin` work from the file
         self.host = AcquirerHost(config, self.ledger, clock=clock)
         self.admin = Admin(self)
         self._servers: list[Any] = []
@@ -597,6 +741,13 @@ class HostServer:
         self.urls.append(bound)
         return bound
 
+    serve = listen  # `await host.serve("tcp://127.0.0.1:0")` -> the bound URL
+
+    @property
+    def address(self) -> str | None:
+        """The first bound URL (None before `listen`)."""
+        return self.urls[0] if self.urls else None
+
     async def _serve(self, link: Any) -> None:
         from terminal.links import LinkClosed
 
@@ -611,15 +762,21 @@ class HostServer:
                     frame = await link.receive()
                 except (LinkClosed, ProtocolError, OSError) as exc:
                     if isinstance(exc, ProtocolError):
-                        log.warning(json.dumps({"event": "dropped", "peer": link.peer, "error": str(exc)}))
+                        log.warning(_line(event="dropped", peer=link.peer, error=str(exc)))
                     return
                 if self.host.maintenance_mode() == "refuse":
                     return
-                reply = self.host.handle(frame)
+                try:
+                    reply = self.host.handle(frame)
+                except Exception as exc:  # handle() answers 96 to its own failures; this is a last resort
+                    log.exception(_line(event="dropped", peer=link.peer, error=f"{type(exc).__name__}: {exc}"))
+                    return
                 if reply is None:
-                    log.warning(json.dumps({"event": "dropped", "peer": link.peer, "error": "undecodable request"}))
+                    log.warning(_line(event="dropped", peer=link.peer, error="no reply possible"))
                     return
                 await link.send(reply)
+        except (LinkClosed, OSError):
+            return  # the peer went away while we answered
         finally:
             self._links.discard(link)
 

@@ -1,8 +1,11 @@
-"""The host's ledger in SQLite (WAL, synchronous=FULL): sessions, transactions, settlements, funds.
+"""The host's ledger in SQLite (WAL): sessions, transactions, reversals, settlements, funds, events.
 
-Every committed transaction survives a kill and restart. Working keys are stored the way they went
-to the terminal - wrapped under its TMK - never in clear; PANs as a masked form and a keyed hash
-(enough to reconcile batch-upload records, useless to a thief).
+Every committed transaction survives a kill and restart: WAL with synchronous=NORMAL (the default)
+keeps every commit across a killed process; synchronous=FULL (`durability = "full"`) also across a
+power cut, at an fsync per commit. Working keys are stored the way they went to the terminal -
+wrapped under its TMK - never in clear; PANs as a masked form and a keyed hash (enough to reconcile
+batch-upload records; the key lives in the ledger, so the hash protects the PAN in logs, reports and
+exports, not from someone holding the whole file). Every time comes from the injected clock.
 """
 
 from __future__ import annotations
@@ -52,7 +55,32 @@ CREATE TABLE IF NOT EXISTS signature (
 );
 CREATE TABLE IF NOT EXISTS event (id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT);
 CREATE TABLE IF NOT EXISTS policy (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reversal (
+    tid TEXT NOT NULL, batch TEXT NOT NULL, stan TEXT NOT NULL, reason TEXT, amount_fen INTEGER,
+    outcome TEXT NOT NULL, txn_id INTEGER, received INTEGER NOT NULL DEFAULT 1, first_at REAL NOT NULL,
+    last_at REAL NOT NULL, PRIMARY KEY (tid, batch, stan)
+);
+CREATE TABLE IF NOT EXISTS batch_upload (
+    tid TEXT NOT NULL, batch TEXT NOT NULL, stan TEXT NOT NULL, amount_fen INTEGER NOT NULL,
+    organisation TEXT NOT NULL, pan_masked TEXT, pan_hash TEXT, at REAL NOT NULL, PRIMARY KEY (tid, batch, stan)
+);
+CREATE TABLE IF NOT EXISTS merchant (
+    mid TEXT PRIMARY KEY, name TEXT NOT NULL, settlement_type TEXT NOT NULL, updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS txn_day ON txn (tid, created_at);
+CREATE INDEX IF NOT EXISTS funds_mid ON funds (mid, status);
 """
+
+#: Columns added after the first release: (table, column, declaration). Old ledgers gain them on open.
+_MIGRATIONS = (
+    ("txn", "mti", "TEXT"),
+    ("txn", "proc_code", "TEXT"),
+    ("txn", "updated_at", "REAL"),
+    ("funds", "kind", "TEXT NOT NULL DEFAULT 'sale'"),
+    ("funds", "rule", "TEXT"),
+    ("funds", "settled_at", "REAL"),
+    ("settlement", "declared_records", "INTEGER"),
+)
 
 DEBIT_KINDS = ("sale",)
 CREDIT_KINDS = ("void", "refund")
@@ -62,6 +90,7 @@ class Ledger:
     def __init__(self, path: str, *, clock: Callable[[], float] = time.time, synchronous: str = "NORMAL") -> None:
         """`synchronous`: NORMAL (WAL) keeps every committed transaction across a killed process, which
         is the host's contract; FULL also survives the machine losing power, at an fsync per commit."""
+        synchronous = synchronous.upper()
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
         self.path = path
@@ -72,16 +101,24 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'pan_secret'").fetchone()
-        if row is None:
-            secret = os.urandom(32)
-            self._db.execute("INSERT INTO meta (key, value) VALUES ('pan_secret', ?)", (secret,))
-        else:
-            secret = row[0]
-        self._pan_secret = bytes(secret)
+        self._migrate()
+        # two processes opening a new ledger at once (host and admin) agree on the first secret written
+        self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('pan_secret', ?)", (os.urandom(32),))
+        self._pan_secret = bytes(self._db.execute("SELECT value FROM meta WHERE key = 'pan_secret'").fetchone()[0])
+
+    def _migrate(self) -> None:
+        for table, column, declaration in _MIGRATIONS:
+            columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The ledger's connection, for readers (funds reports) that take one."""
+        return self._db
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -175,3 +212,52 @@ class Ledger:
     def batch_txns(self, tid: str, batch: str) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM txn WHERE tid = ? AND batch = ? AND status IN ('approved', 'voided') "
                           "AND kind IN ('sale', 'void', 'refund') ORDER BY id", (tid, batch))
+
+    # reversals ----------------------------------------------------------------------------------
+    def record_reversal(self, db: sqlite3.Connection, *, tid: str, batch: str, stan: str, reason: str | None,
+                        amount_fen: int, outcome: str, txn_id: int | None) -> int:
+        """Note a 0400 received; returns how many times this reversal has now been received."""
+        now = self.clock()
+        row = db.execute("SELECT received FROM reversal WHERE tid = ? AND batch = ? AND stan = ?",
+                         (tid, batch, stan)).fetchone()
+        if row is None:
+            db.execute("INSERT INTO reversal (tid, batch, stan, reason, amount_fen, outcome, txn_id, first_at, "
+                       "last_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (tid, batch, stan, reason, amount_fen, outcome, txn_id, now, now))
+            return 1
+        db.execute("UPDATE reversal SET received = received + 1, last_at = ? WHERE tid = ? AND batch = ? AND stan = ?",
+                   (now, tid, batch, stan))
+        return int(row[0]) + 1
+
+    def reversals(self, tid: str | None = None) -> list[sqlite3.Row]:
+        where = " WHERE tid = ?" if tid else ""
+        return self.query(f"SELECT * FROM reversal{where} ORDER BY first_at", (tid,) if tid else ())
+
+    # settlement and batch upload ----------------------------------------------------------------
+    def settlement(self, tid: str, batch: str) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM settlement WHERE tid = ? AND batch = ?", (tid, batch))
+
+    def add_upload(self, db: sqlite3.Connection, *, tid: str, batch: str, stan: str, amount_fen: int,
+                   organisation: str, pan: str) -> bool:
+        """One batch-upload record; a record sent again (same STAN) replaces the first. True when new."""
+        existed = db.execute("SELECT 1 FROM batch_upload WHERE tid = ? AND batch = ? AND stan = ?",
+                             (tid, batch, stan)).fetchone() is not None
+        db.execute("INSERT OR REPLACE INTO batch_upload (tid, batch, stan, amount_fen, organisation, pan_masked, "
+                   "pan_hash, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (tid, batch, stan, amount_fen, organisation, mask_pan(pan) if pan else None,
+                    self.pan_hash(pan) if pan else None, self.clock()))
+        return not existed
+
+    def uploads(self, tid: str, batch: str) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM batch_upload WHERE tid = ? AND batch = ? ORDER BY stan", (tid, batch))
+
+    # registry snapshot: lets `possim host admin` work from the ledger file alone -------------------
+    def sync_merchants(self, merchants: Any) -> None:
+        """Record the registry's merchants (id, name, settlement type) as the host starts."""
+        with self.tx() as db:
+            for m in merchants:
+                db.execute("INSERT OR REPLACE INTO merchant (mid, name, settlement_type, updated_at) "
+                           "VALUES (?, ?, ?, ?)", (m.mid, m.name, m.settlement_type, self.clock()))
+
+    def merchants(self) -> dict[str, sqlite3.Row]:
+        return {r["mid"]: r for r in self.query("SELECT * FROM merchant")}

@@ -115,7 +115,8 @@ async def test_a_whole_day(server, term):
     assert server.admin.sign_offs(TID) == 1
     report = server.admin.funds_report(MID)
     assert {r["stan"]: r["status"] for r in report} == {sale1[11]: "failed", sale2[11]: "pending",
-                                                        lost[11]: "failed"}
+                                                        refund[11]: "pending", lost[11]: "failed"}
+    assert {r["stan"]: r["net_fen"] for r in report}[refund[11]] == -2000  # a refund is deducted
 
 
 async def test_unknown_reversal_charges_nothing_and_blocks_a_late_original(server, term):
