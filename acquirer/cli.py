@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 import time
@@ -32,6 +33,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--durability", choices=("normal", "full"),
                         help="ledger fsync policy: normal survives a killed host, full also a power cut")
     parser.add_argument("--trace", help="write a hex + decoded trace of every frame (card numbers masked)")
+    parser.add_argument("--log", metavar="FILE", help="write one JSON line per message handled (terminal, MTI, "
+                                                      "STAN, response code, latency; PANs masked) to FILE, "
+                                                      "or '-' for stderr (also shown at -v)")
     parser.set_defaults(handler=run_host)
     sub = parser.add_subparsers(dest="host_command", metavar="admin")
     admin = sub.add_parser("admin", help="inspect or change a host's ledger and policy")
@@ -66,6 +70,19 @@ def _build_config(args: argparse.Namespace) -> HostConfig:
     return config
 
 
+def _message_log(target: str) -> logging.Handler:
+    handler: logging.Handler = (logging.StreamHandler(sys.stderr) if target == "-"
+                                else logging.FileHandler(target, encoding="utf-8"))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("possim.host")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    if target == "-":
+        logger.propagate = False  # not twice on stderr at -v
+    return handler
+
+
 def run_host(args: argparse.Namespace) -> int:
     if not args.listen:
         print("possim host: give at least one --listen URL (e.g. tcp://127.0.0.1:5800)", file=sys.stderr)
@@ -75,7 +92,19 @@ def run_host(args: argparse.Namespace) -> int:
     except HostConfigError as exc:
         print(f"possim host: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(config, args))
+    handler = None
+    if getattr(args, "log", None):
+        try:
+            handler = _message_log(args.log)
+        except OSError as exc:
+            print(f"possim host: cannot open --log {args.log}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    try:
+        return asyncio.run(_serve(config, args))
+    finally:
+        if handler is not None:
+            logging.getLogger("possim.host").removeHandler(handler)
+            handler.close()
 
 
 async def _serve(config: HostConfig, args: argparse.Namespace) -> int:

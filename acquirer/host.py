@@ -3,16 +3,37 @@
 `AcquirerHost.handle(frame)` is sans-I/O: a request frame in, a reply frame (or None: drop) out, the
 ledger updated. `HostServer` serves it on any link URL (TCP now, serial through the same seam).
 
-Decisions where cup-pos.md leaves room (documented in docs/host.md):
+Decisions where cup-pos.md leaves room (docs/host.md has the first four; all are pinned by tests):
 - Firmware below the minimum at sign-in: response code 58 (not permitted on this terminal) with the
   header processing requirement 6 (download firmware).
 - Parameter download (0800, 60.3 = 360) identifies the terminal by TID alone, so a terminal with a
   stale merchant id can recover: the reply carries 42 = current merchant id and 62 = ASCII
-  `MID=...;NAME=...;TYPE=T1`.
+  `MID=...;NAME=...;TYPE=T1` (the merchant's new name is NAME).
 - A settlement (0500) without field 49 comes from firmware with the 2.1.5 settlement defect: it is
-  answered, but the batch's funds stay pending with that reason until a complete re-settlement.
-- More decisions (disabled terminals, voids across batches, refunds' 37 and 61.3, balance inquiries,
-  maintenance replies, funds of unbalanced batches) are listed in docs/host.md.
+  answered (header requirement 6), but the batch's funds stay pending with that reason until a
+  complete re-settlement of the same batch.
+- A terminal presenting another merchant id: 03 with requirement 1 (download parameters) on sign-in,
+  sign-off, financial requests, settlement and batch upload. A wrong batch: 77 with requirement 3.
+- A disabled terminal is answered like an unknown one: 97.
+- Maintenance: every request is answered 96 with 44 = `MAINTENANCE UNTIL HHMM` (local end time); the
+  reply is MAC'd when the request's MAC verified, so the terminal can clear its reversal. Mode
+  `refuse` closes connections at once instead.
+- Financial refusals before any decision (03, 77, 94) carry 37: a duplicate the original's RRN, the
+  others a fresh one. Nothing is recorded or charged for them.
+- Card checks before the test-card table: a PAN failing Luhn (or not 12-19 digits) is 14; field 14
+  before the host's month is 54; an amount of zero is 13.
+- A void must name a sale of the current batch (else 12: refund it instead). A refund's 37, when
+  present, must be the original's RRN and its 61.3, when present (not 0000), the original reply's
+  date (13); otherwise 25.
+- Balance inquiries are recorded (kind `balance`), so a repeated STAN is 94; they never count in
+  totals or funds.
+- Only the just-settled batch's 0500 is replayed; a 0500 for any other batch is 77. A foreign half
+  that is not zero makes the settlement unbalanced (every card is domestic here).
+- Unbalanced batches keep their funds pending ("awaiting batch upload") until 0320 / 202 reconciles
+  them; a batch-upload record sent twice (same STAN) counts once.
+- A reversal of the void of a sale held by a risk rule puts the sale's funds back to frozen.
+- A request that does not decode is answered 30 when its MTI, 11 and 41 can be read, else the
+  connection is dropped; a response MTI sent to the host is dropped; an internal failure is 96.
 """
 
 from __future__ import annotations
