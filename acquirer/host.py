@@ -1,7 +1,9 @@
 """The reference acquirer host: the cup-pos protocol core and its asyncio server.
 
 `AcquirerHost.handle(frame)` is sans-I/O: a request frame in, a reply frame (or None: drop) out, the
-ledger updated. `HostServer` serves it on any link URL (TCP now, serial through the same seam).
+ledger updated; `AcquirerHost.respond(message, header)` is the same one level up (decoded request in,
+reply message and header processing requirement out). `HostServer` serves it on any link URL (TCP
+now, serial through the same seam).
 
 Decisions where cup-pos.md leaves room (docs/host.md has the first four; all are pinned by tests):
 - Firmware below the minimum at sign-in: response code 58 (not permitted on this terminal) with the
@@ -124,6 +126,25 @@ class AcquirerHost:
             request = self.dialect.decode(frame.payload)
         except ProtocolError as exc:
             return self._format_error(frame, header, exc, started)
+        answered = self.respond(request, header, started=started)
+        if answered is None:
+            return None
+        reply, requirement = answered
+        try:
+            payload = self.dialect.encode(reply)
+        except ProtocolError as exc:
+            log.error(_line(event="reply_unencodable", tid=request.get(41), mti=reply.mti, error=str(exc)))
+            return None
+        reply_header = Header(header.app_type, header.version, header.status, requirement, header.sub_version)
+        return Frame(frame.tpdu.swapped() if frame.tpdu else None, reply_header, payload)
+
+    def respond(self, request: Message, header: Header | None = None, *,
+                started: float | None = None) -> tuple[Message, int] | None:
+        """The message-level core: a decoded request (and the header it came with) in; the reply and the
+        header processing requirement to set out, or None when the request must not be answered (a
+        response MTI). Never raises: a request it cannot handle is 30, a failure of its own 96."""
+        started = time.perf_counter() if started is None else started
+        header = header or Header()
         if request.is_response:
             log.warning(_line(event="dropped", tid=request.get(41), mti=request.mti, stan=request.get(11),
                               error=f"MTI {request.mti} is a response, not a request"))
@@ -138,17 +159,11 @@ class AcquirerHost:
             log.exception(_line(event="internal_error", tid=request.get(41), mti=request.mti,
                                 stan=request.get(11), error=f"{type(exc).__name__}: {exc}"))
             reply, requirement = catalogue.reply(request, codes.SYSTEM_MALFUNCTION), 0
-        reply_header = Header(header.app_type, header.version, header.status, requirement, header.sub_version)
         self.handled += 1
         log.info(_line(tid=request.get(41), mti=request.mti, stan=request.get(11), rc=reply.response_code,
                        pan=mask_pan(str(request[2])) if isinstance(request.get(2), str) else None,
                        latency_ms=round((time.perf_counter() - started) * 1000, 3)))
-        try:
-            payload = self.dialect.encode(reply)
-        except ProtocolError as exc:
-            log.error(_line(event="reply_unencodable", tid=request.get(41), mti=reply.mti, error=str(exc)))
-            return None
-        return Frame(frame.tpdu.swapped() if frame.tpdu else None, reply_header, payload)
+        return reply, requirement
 
     def _format_error(self, frame: Frame, header: Header, error: ProtocolError, started: float) -> Frame | None:
         """Answer 30 to a request that does not decode, when enough of it does to address a reply."""
@@ -734,8 +749,8 @@ class HostServer:
 
         self.config = config
         self.ledger = Ledger(db_path, clock=clock or loop_wall_clock(), synchronous=config.durability)
+        self.host = AcquirerHost(config, self.ledger, clock=clock)  # lays stored admin changes over the config
         self.ledger.sync_merchants(config.merchants.values())  # lets `possim host admin` work from the file
-        self.host = AcquirerHost(config, self.ledger, clock=clock)
         self.admin = Admin(self)
         self._servers: list[Any] = []
         self._links: set[Any] = set()

@@ -308,3 +308,12 @@ def test_one_json_line_per_message_including_format_errors(host, side, caplog):
     assert bad[1]["action"] == "drop"
     text = " ".join(r.message for r in caplog.records)
     assert CARD.pan not in text and TMK not in text
+
+
+def test_respond_is_the_same_core_at_message_level(host, side):
+    echo = catalogue.network("echo", tid=TID, mid=MID, stan=side.next_stan(), batch=side.batch)
+    reply, requirement = host.respond(echo, Header())
+    assert (reply.mti, reply[39], reply[11], requirement) == ("0830", "00", echo[11], 0)
+    stale = catalogue.network("sign_off", tid=TID, mid="898100099990001", stan=side.next_stan(), batch=side.batch)
+    assert host.respond(stale)[0][39] == "03" and host.respond(stale)[1] == 1
+    assert host.respond(Message("0830", {11: "000001", 41: TID, 39: "00"})) is None
