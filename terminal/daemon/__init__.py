@@ -2,5 +2,6 @@
 
 from .config import FleetConfig, FleetConfigError, parse_duration
 from .daemon import SignOffDaemon
+from .supervisor import Killed, Supervisor
 
-__all__ = ["FleetConfig", "FleetConfigError", "SignOffDaemon", "parse_duration"]
+__all__ = ["FleetConfig", "FleetConfigError", "Killed", "SignOffDaemon", "Supervisor", "parse_duration"]
