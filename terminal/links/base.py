@@ -23,19 +23,27 @@ class LinkUnavailable(ConnectionError):
 
 
 class FrameLink(abc.ABC):
-    """One end of a frame-carrying link. `trace`, when set, sees every frame's bytes ("tx" / "rx")."""
+    """One end of a frame-carrying link.
+
+    `trace`, when set, is called as trace(direction, frame_bytes) for every frame: "tx" before it is
+    sent, "rx" when it is received; the bytes are the whole frame, length prefix included. It must
+    not block (log, append to a list). Links that can also put raw bytes on the wire (a chaos toxic
+    slicing a frame) offer `async send_bytes(data)`.
+    """
 
     trace: TraceHook | None = None
 
     @abc.abstractmethod
-    async def send(self, frame: Frame) -> None: ...
+    async def send(self, frame: Frame) -> None:
+        """Send one frame; LinkClosed if the link is closed or lost, FramingError if it is oversize."""
 
     @abc.abstractmethod
     async def receive(self) -> Frame:
-        """The next frame; LinkClosed at EOF, FramingError on garbage (the link is then closed)."""
+        """The next frame; LinkClosed at EOF or reset, FramingError on garbage (the link is then closed)."""
 
     @abc.abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Close this end (idempotent); a receive waiting on it raises LinkClosed."""
 
     @property
     @abc.abstractmethod
@@ -43,6 +51,7 @@ class FrameLink(abc.ABC):
 
     @property
     def peer(self) -> str:
+        """The other end, for logs: "tcp://127.0.0.1:5800", "/dev/ttyUSB0", "memory://b"."""
         return "?"
 
     def _trace(self, direction: str, data: bytes) -> None:
