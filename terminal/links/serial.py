@@ -323,6 +323,7 @@ class SerialServer:
         self.last_error: str | None = None
         self._link: FrameLink | None = None
         self._closing = False
+        self.first_attempt = asyncio.Event()  # set once the device was opened, or failed to open, once
         self._task = asyncio.create_task(self._run(), name=f"serve {url.url}")
 
     @property
@@ -340,6 +341,7 @@ class SerialServer:
                 if str(exc) != self.last_error:
                     log.warning("%s; retrying with backoff up to %.1fs", exc, self.max_backoff)
                 self.last_error = str(exc)
+                self.first_attempt.set()
                 await asyncio.sleep(delay)
                 delay = min(self.max_backoff, delay * 2)
                 continue
@@ -348,6 +350,7 @@ class SerialServer:
             self.last_error = None
             self.opens += 1
             self._link = link
+            self.first_attempt.set()
             started = loop.time()
             try:
                 await self.handler(link)
@@ -382,10 +385,20 @@ class SerialServer:
 
 
 async def serve_serial(url: LinkURL, handler: Handler) -> SerialServer:
+    """Serve a device; returns once it is open (so bytes sent to it from now on are heard), or once a
+    first open failed (the server then keeps retrying in the background)."""
     serial_settings(url)  # validate now: a bad URL is an error at start, not a retry loop
     params = url.params if url.scheme == "serial" else {}
-    return SerialServer(url, handler, backoff=_seconds(params, "backoff", 0.2),
-                        max_backoff=_seconds(params, "max_backoff", 5.0))
+    server = SerialServer(url, handler, backoff=_seconds(params, "backoff", 0.2),
+                          max_backoff=_seconds(params, "max_backoff", 5.0))
+    try:
+        await asyncio.wait_for(server.first_attempt.wait(), 10)
+    except TimeoutError:
+        pass  # an open that hangs (rfc2217:// negotiating): go on, it keeps trying
+    except BaseException:
+        server.close()
+        raise
+    return server
 
 
 for _scheme in ("serial", *PASSTHROUGH_SCHEMES):

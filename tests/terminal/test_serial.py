@@ -10,9 +10,12 @@ import errno
 import json
 import logging
 import os
+import queue
+import select
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -212,7 +215,6 @@ async def test_serve_link_reopens_a_device_that_comes_back(tmp_path):
     url = f"serial://{tmp_path}/possim-A?baud=115200&backoff=0.05&max_backoff=0.2"
     server = await serve_link(url, echo)  # the device is not there yet: the server waits for it
     try:
-        await asyncio.sleep(0.1)
         assert server.opens == 0 and "no such device" in server.last_error
         bridge = PtyBridge().start(str(tmp_path))
         assert await asyncio.wait_for(served.get(), WAIT) == f"{tmp_path}/possim-A"
@@ -453,6 +455,22 @@ async def test_same_scenario_passes_over_tcp_and_serial():
 # -- possim vport ------------------------------------------------------------------------------------
 
 
+def read_lines(proc: subprocess.Popen, count: int, timeout: float = 20.0) -> list[str]:
+    """`count` lines of the child's stdout, within `timeout`; the child's stderr in the failure if not."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(proc.stdout.readline()) for _ in range(count)], daemon=True).start()
+    got = []
+    try:
+        for _ in range(count):
+            got.append(lines.get(timeout=timeout).strip())
+            if not got[-1]:
+                raise queue.Empty
+    except queue.Empty:
+        proc.kill()
+        pytest.fail(f"possim vport printed {got!r}; exit {proc.wait(10)}; stderr: {proc.stderr.read()}")
+    return got
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_possim_vport_prints_two_openable_paths_and_cleans_up_on_sigterm(backend, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -462,16 +480,13 @@ def test_possim_vport_prints_two_openable_paths_and_cleans_up_on_sigterm(backend
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     paths: list[str] = []
     try:
-        paths = [proc.stdout.readline().strip(), proc.stdout.readline().strip()]
+        paths = read_lines(proc, 2)
         assert paths == [str(tmp_path / "possim-A"), str(tmp_path / "possim-B")]
         a = os.open(paths[0], os.O_RDWR | os.O_NOCTTY)
         b = os.open(paths[1], os.O_RDWR | os.O_NOCTTY)
         try:
             os.write(a, b"\x00\x01\xff\r\n\x03")  # raw: every byte through, unchanged, no echo
             got = b""
-            os.set_blocking(b, True)
-            import select
-
             while len(got) < 6 and select.select([b], [], [], WAIT)[0]:
                 got += os.read(b, 100)
             assert got == b"\x00\x01\xff\r\n\x03"
@@ -493,12 +508,50 @@ def test_possim_vport_prints_two_openable_paths_and_cleans_up_on_sigterm(backend
 def test_possim_vport_json_and_sigint(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "terminal", "vport", "--no-socat", "--json"],
-                            stdout=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        info = json.loads(proc.stdout.readline())
+        info = json.loads(read_lines(proc, 1)[0])
         assert info["backend"] == "bridge" and info["devices"] == info["ptys"] and len(info["devices"]) == 2
         assert all(Path(p).exists() for p in info["devices"])
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(20)
     assert code == 0
+
+
+def test_possim_host_and_terminal_run_a_day_across_a_possim_vport_pair(tmp_path):
+    """The documented commands (docs/serial.md), as processes: vport, host on A, terminal on B."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    possim = [sys.executable, "-m", "terminal"]
+    procs: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        procs.append(subprocess.Popen([*possim, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=env, cwd=tmp_path))
+        return procs[-1]
+
+    try:
+        vport = start("vport", "--link-dir", str(tmp_path))
+        a, b = read_lines(vport, 2)
+        host = start("host", "--listen", f"serial://{a}?baud=115200", "--terminal", f"{TID}:{MID}:{TMK}",
+                     "--db", "host.sqlite")
+        assert read_lines(host, 1) == [f"serial://{a}?baud=115200"]  # printed once the device is open
+        for ops in (["sign-in", "sale", "12.34", "sale", "5.00", "settle"], ["sign-in", "sale", "1.00", "sign-off"]):
+            run = subprocess.run([*possim, "terminal", "--connect", f"serial://{b}?baud=115200", "--tid", TID,
+                                  "--mid", MID, "--tmk", TMK, "--journal", "t.sqlite", "--json", *ops],
+                                 capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+            assert run.returncode == 0, run.stdout + run.stderr
+            results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+            assert [r["ok"] for r in results] == [True] * len(results) and results[-1]["state"] == "signed_out"
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+        codes = []
+        for proc in reversed(procs):
+            try:
+                codes.append(proc.wait(20))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes.append(proc.wait(10))
+    assert codes == [0, 0], [p.stderr.read() for p in procs]
+    assert not os.path.lexists(a) and not os.path.lexists(b)
