@@ -64,7 +64,7 @@ class Supervisor:
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-        self.rng = random.Random(f"{daemon.config.seed}:{terminal.tid}")  # same jitter whatever the fleet order
+        self._rng: random.Random | None = None  # made at the first retry: an idle fleet does not pay for it
         self.owed: str | None = "start"  # the work this supervisor owes its terminal
         self.why: str | None = None  # for a close: idle, scheduled, operator, pending, interrupted
         self.attempts = 0  # failed attempts at the owed work
@@ -79,6 +79,13 @@ class Supervisor:
     @property
     def tid(self) -> str:
         return self.terminal.tid
+
+    @property
+    def rng(self) -> random.Random:
+        """The jitter's RNG, seeded per terminal: the same delays whatever the fleet's order or size."""
+        if self._rng is None:
+            self._rng = random.Random(f"{self.daemon.config.seed}:{self.tid}")
+        return self._rng
 
     @property
     def backoff(self) -> Backoff:

@@ -98,23 +98,25 @@ def test_the_daemon_process_signs_the_example_fleet_off_after_idling_then_exits_
 
 
 def test_a_daemon_killed_mid_settlement_resumes_and_the_host_counts_one_of_each(tmp_path):
-    config = example_fleet(tmp_path)  # 10000001 closes after 3 s idle, the others stay open until the restart
-    first = "hardware = { sign_after_s = 0.0 }"
-    config.write_text(config.read_text().replace('idle_threshold = "2h"', 'idle_threshold = "1h"')
-                      .replace(first, first + '\nidle_threshold = "3s"'))
+    config = example_fleet(tmp_path)  # idle 2 h: nothing closes by itself before the kill
     proc, _ = start_daemon(config)
+    closing = None
     try:
         until(lambda: {r["state"] for r in status(config).values()} == {"ready"}, "all signed in")
         sale = ctl(config, "--json", "sale", "10000001", "12.34")
         assert sale.returncode == 0 and json.loads(sale.stdout)["ok"], sale.stdout + sale.stderr
         # the host answers the settlement at once; the answer reaches the terminal only 60 s later
         assert ctl(config, "fault", "10000001", "delay:0510:60s").returncode == 0
+        closing = subprocess.Popen([sys.executable, "-m", "terminal", "ctl", "--config", str(config), "sign-off",
+                                    "10000001"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
         until(lambda: status(config)["10000001"]["state"] == "settling", "the settlement in flight", 30)
     finally:
         proc.send_signal(signal.SIGKILL)  # kill -9, mid-settlement
         proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
+        if closing is not None:
+            closing.wait(30)  # its connection was cut
     proc, _ = start_daemon(config, "--idle-threshold", "2s")
     try:
         until(lambda: [r["state"] for r in status(config).values()] == ["signed_out"] * 3, "all signed out")
