@@ -234,13 +234,22 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if status < 300 else EXIT_FAILED
 
 
+def _paper(paper: Any) -> str:
+    if not isinstance(paper, dict):
+        return str(paper)
+    for key, word in (("jammed", "jammed"), ("out_of_paper", "out"), ("paper_low", "low")):
+        if paper.get(key):
+            return word
+    return "ok"
+
+
 def _print_human(action: str, out: Any) -> None:
     if isinstance(out, list):  # status
         for row in out:
             work = row.get("pending_work") or {}
             owed = work.get("owed")
             print(f"{row.get('tid')}  {row.get('state', '?'):<12} battery={row.get('battery')}% "
-                  f"paper={row.get('paper')} link={row.get('link')} batch={row.get('batch')} "
+                  f"paper={_paper(row.get('paper'))} link={row.get('link')} batch={row.get('batch')} "
                   f"unsettled={work.get('unsettled')} reversals={work.get('reversals')} "
                   f"intents={','.join(work.get('intents') or []) or '-'} last_sign_in={row.get('last_sign_in')}"
                   + (f" retrying={owed['work']}#{owed['attempts']}" if owed else ""))
