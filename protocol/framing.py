@@ -296,13 +296,14 @@ class FrameDecoder:
        its start. So a candidate waiting for its bytes never holds back a frame that has arrived, and
        the wait is bounded by the claimed length (at most `max_size`).
     2. With `validate` (e.g. ``lambda f: dialect.decode(f.payload)``; it fails by returning False or
-       raising a ProtocolError), a complete candidate that passes is a frame; one that fails is a
-       false start, and the scan resumes one byte after its start, so a frame it swallowed is found.
-    3. Without `validate`, a complete candidate is a frame at once unless the header of a plausible
-       frame that reaches past its end lies inside its body. Then what follows it decides: a
-       plausible frame start confirms it; anything else means it swallowed the start of a real frame,
-       and the scan resumes one byte after its start. Deciding waits for at most a header's worth of
-       bytes after it; with fewer, the overlapping frame being complete decides against it.
+       raising a ProtocolError), a complete candidate that fails is a false start, and the scan
+       resumes one byte after its start, so a frame it swallowed is found. One that passes goes on to
+       rule 3 (a frame cut just before fixed-length fields still decodes).
+    3. A complete candidate is a frame at once unless the header of a plausible frame that reaches
+       past its end lies inside its body. Then what follows it decides: a plausible frame start
+       confirms it; anything else means it swallowed the start of a real frame, and the scan resumes
+       one byte after its start. Deciding waits for at most a header's worth of bytes after it; with
+       fewer, the overlapping frame being complete decides against it.
     4. Look-behind: when the bytes right after a returned frame cannot start a frame, a frame that
        starts in its last few bytes (a header reaching past its end: the returned frame was cut short
        by a few bytes and its claimed length took in the start of the next one) is still found. The
@@ -312,14 +313,14 @@ class FrameDecoder:
     dialect's business (a host answers it with 30).
 
     Without TPDU and header (an ASCII dialect, say) a plausible start is only a length and an MTI, which
-    frame contents match all the time; there rules 1, 3 and 4 need `validate`, and without it a plausible
-    candidate is trusted (wait for it, return it).
+    frame contents match all the time: rule 3 is off, rules 1 and 4 need `validate`, and without it a
+    plausible candidate is trusted (wait for it, return it).
 
     Limits: a frame whose payload happens to hold a whole plausible frame is taken for a false start
-    (rule 1), and without `validate` one whose payload holds a plausible frame start waits for what
-    follows it (rule 3): each about one frame in a million for binary payloads. A frame cut short whose
-    claimed end falls inside the next frame at a point that happens to look like a frame start looks
-    confirmed: without `validate`, the frame it swallowed is lost with it.
+    (rule 1), and one whose payload holds a plausible frame start waits for what follows it (rule 3):
+    each about one frame in a million for binary payloads. A frame cut short whose claimed
+    end falls inside the next frame at a point that happens to look like a frame start looks
+    confirmed, and the frame it swallowed is lost with it unless `validate` rejects the cut one.
     """
 
     def __init__(self, *, length: LengthFormat = LengthFormat.BINARY2, has_tpdu: bool = True,
@@ -554,7 +555,7 @@ class FrameDecoder:
         return None
 
     def _judge(self, end: int) -> tuple[str, str]:
-        """Rule 3 for a complete candidate without `validate`: (_EMIT | _REJECT | _WAIT, reason)."""
+        """Rule 3 for a complete candidate: (_EMIT | _REJECT | _WAIT, reason)."""
         head = self._offset
         # frames whose header lies inside and which reach past the end (the ones wholly inside were
         # rule 1's; starts whose header reaches past the end are rule 4's)
@@ -607,12 +608,9 @@ class FrameDecoder:
                 continue
             if len(self._buffer) < end:
                 return None
-            if self.validate is not None:
-                if self._valid(0, declared):
-                    verdict = _EMIT
-                else:
-                    verdict, reason = _REJECT, f"frame of {declared} bytes failed validation"
-            elif self._guarded:
+            if self.validate is not None and not self._valid(0, declared):
+                verdict, reason = _REJECT, f"frame of {declared} bytes failed validation"
+            elif self._marker is not None:
                 verdict, reason = self._judge(end)
             else:
                 verdict = _EMIT

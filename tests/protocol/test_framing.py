@@ -309,13 +309,16 @@ def test_a_frame_cut_short_does_not_take_the_next_frame_with_it():
     assert decoder.skipped[0][:2] == (0, 200) and "false start" in decoder.skipped[0][2]
 
 
-@pytest.mark.parametrize("cut", [1, 2, 5, 7, 8, 13, 14, 15, 16, 100, 300, 413, 420, 426])
+@pytest.mark.parametrize("cut", [1, 2, 5, 7, 8, 13, 14, 15, 16, 30, 100, 300, 413, 420, 426])
 @pytest.mark.parametrize("chunk", [1, 3, 64, 10_000])
-def test_a_frame_cut_at_any_point_loses_only_itself(cut, chunk):
-    stream = RAW[:-cut] + RAW + WIRE[REPLY]
-    frames = feed_in_chunks(FrameDecoder(resync=True), stream, [chunk] * len(stream))
-    assert is_subsequence([SALE, REPLY], frames)
-    assert len(frames) <= 3  # at most the cut frame itself comes out, as it was (its MAC rejects it)
+@pytest.mark.parametrize("check", [None, validate], ids=["framing-only", "validate"])
+def test_a_frame_cut_at_any_point_loses_only_itself(cut, chunk, check):
+    # cut 15 leaves the sale ending just before field 60's digits and the MAC: it still decodes
+    for after in (SALE, ECHO):
+        stream = RAW[:-cut] + WIRE[after] + WIRE[REPLY]
+        frames = feed_in_chunks(FrameDecoder(resync=True, validate=check), stream, [chunk] * len(stream))
+        assert is_subsequence([after, REPLY], frames), after
+        assert len(frames) <= 3  # at most the cut frame itself comes out, as it was (its MAC rejects it)
 
 
 @pytest.mark.parametrize("dropped", [0, 1, 2, 3, 10, 13, 14, 200, 418, 425, 427])
@@ -447,8 +450,9 @@ def test_random_garbage_before_between_and_after_good_frames_loses_nothing(garba
     decoder = FrameDecoder(resync=True)
     frames = feed_in_chunks(decoder, stream, sizes)
     assert is_subsequence(order, frames)
-    assert sum(count for _, count, _ in decoder.skipped) + len(decoder.pending) + sum(
-        len(encode_frame(f)) for f in frames) == len(stream)
+    accounted = sum(count for _, count, _ in decoder.skipped) + len(decoder.pending) + sum(
+        len(encode_frame(f)) for f in frames)
+    assert len(stream) <= accounted <= len(stream) + 14 * len(frames)  # rule 4 may reuse a frame's tail
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
