@@ -1,0 +1,88 @@
+"""Card data at rest: AES-GCM under a key derived from the terminal's key, and masking for free text.
+
+Each sealed value has its own random 96-bit nonce and is bound to its row by associated data
+(terminal id, batch, STAN and a purpose), so a blob copied onto another row does not decrypt.
+The key check value lets `Journal.open` tell a wrong key at once instead of at the first batch upload.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from protocol.message import mask_pan
+
+_NONCE = 12
+
+
+def _derive(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+
+
+class Vault:
+    def __init__(self, pan_key: bytes, tid: str) -> None:
+        if not isinstance(pan_key, bytes | bytearray) or len(pan_key) < 16:
+            raise ValueError("pan_key must be at least 16 bytes (the terminal master key)")
+        self._aead = AESGCM(_derive(bytes(pan_key), b"possim journal PAN"))
+        self.key_check = _derive(bytes(pan_key), b"possim journal key check")[:8]
+        self.tid = tid
+
+    def matches(self, stored_check: bytes) -> bool:
+        return hmac.compare_digest(self.key_check, bytes(stored_check))
+
+    def _aad(self, stan: str, batch: str, purpose: str) -> bytes:
+        # Schema 1 sealed card data with tid|batch|stan; kept so its rows still open.
+        base = f"{self.tid}|{batch}|{stan}"
+        return (base if purpose == "card" else f"{base}|{purpose}").encode()
+
+    def seal(self, clear: bytes, *, stan: str, batch: str, purpose: str = "card") -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aead.encrypt(nonce, clear, self._aad(stan, batch, purpose))
+
+    def open(self, blob: bytes, *, stan: str, batch: str, purpose: str = "card") -> bytes | None:
+        """The clear bytes, or None when the blob was not sealed by this key for this row."""
+        try:
+            return self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], self._aad(stan, batch, purpose))
+        except (InvalidTag, ValueError):
+            return None
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+_PAN_KEYS = {"pan", "card", "card_number", "account"}
+
+
+def mask_text(text: str, *, keep: frozenset[str] = frozenset()) -> str:
+    """Every run of 13-19 digits that passes the Luhn check, masked (first 6, last 4); `keep` is exempt."""
+    return _DIGIT_RUN.sub(lambda m: m[0] if m[0] in keep or not luhn_ok(m[0]) else mask_pan(m[0]), text)
+
+
+def mask_value(value: Any, *, keep: frozenset[str] = frozenset(), key: str = "") -> Any:
+    """A JSON-able value with card numbers masked, recursively; values under a `pan` key always."""
+    if isinstance(value, str):
+        if key.lower() in _PAN_KEYS and value.isdigit() and len(value) > 10:
+            return mask_pan(value)
+        return mask_text(value, keep=keep)
+    if isinstance(value, dict):
+        return {str(k): mask_value(v, keep=keep, key=str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_value(v, keep=keep, key=key) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    return value
