@@ -109,6 +109,10 @@ class Journal:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA secure_delete=ON")
             conn.execute("PRAGMA foreign_keys=OFF")  # a migration rebuilds tables
+            if not memory:
+                problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise JournalError(f"journal {path} is damaged: {'; '.join(problems)}")
             migrated = cls._prepare(conn, path, tid=tid, mid=mid, vault=vault, now=clock())
             if migrated and not memory:
                 conn.execute("VACUUM")  # no page of the old layout (clear reversal fields) survives

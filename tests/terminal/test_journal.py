@@ -219,6 +219,18 @@ def test_stans_are_never_reused_across_reopen_and_wrap_to_000001(tmp_path):
     assert [j.next_stan(), j.next_stan(), j.next_stan()] == ["999999", "000001", "000002"]
 
 
+def test_two_openers_of_one_file_never_share_a_stan(tmp_path):
+    """A status command may open the journal while the daemon's terminal uses it: each STAN is still unique."""
+    path = tmp_path / "j.sqlite"
+    a, b = open_journal(path), open_journal(path)
+    stans = [j.next_stan() for _ in range(50) for j in (a, b)]
+    assert len(set(stans)) == 100 and max(stans) == "000100"
+    pending(a, stans[-1], 100)
+    assert [r.stan for r in b.pending_reversals()] == ["000100"]  # committed means visible to the other
+    a.close()
+    b.close()
+
+
 def test_batch_is_set_by_sign_in_and_advances_only_past_a_settled_batch(tmp_path):
     j = open_journal(tmp_path / "j.sqlite")
     assert j.batch == "000001"
@@ -590,6 +602,21 @@ def test_a_file_that_is_not_sqlite_is_a_clear_error_naming_it(tmp_path):
     with pytest.raises(JournalError, match=r"journal .*bad\.sqlite is not usable"):
         open_journal(bad)
     assert bad.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_a_damaged_journal_is_a_clear_error_naming_it(tmp_path):
+    path = tmp_path / "damaged.sqlite"
+    j = open_journal(path)
+    for amount in range(1, 200):
+        pending(j, j.next_stan(), amount)
+    j.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 4 * page
+    data[3 * page:4 * page] = b"\xff" * page  # a torn write, a bad sector
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalError, match=r"journal .*damaged\.sqlite is (damaged|not usable)"):
+        open_journal(path)
 
 
 def test_another_sqlite_database_is_not_taken_over(tmp_path):
