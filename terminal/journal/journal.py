@@ -334,8 +334,11 @@ class Journal:
             last = db.execute("SELECT batch FROM settlement ORDER BY rowid DESC LIMIT 1").fetchone()
             if last is not None and f"{int(last[0]) % 999_999 + 1:06d}" == current and target in (current, last[0]):
                 return current  # already advanced past the last settled batch
+            if target != current:
+                raise JournalError(f"journal {self.path}: cannot advance from batch {target}: the current batch is "
+                                   f"{current}")
             raise JournalError(f"journal {self.path}: batch {target} has no settlement record; it cannot be "
-                               f"advanced from (current batch {current})")
+                               "advanced from")
 
     def set_signed_in(self, *, wrapped_keys: bytes, key_mode: str, batch: str) -> None:
         """Signed in: the working keys exactly as field 62 brought them (still wrapped under the TMK, never

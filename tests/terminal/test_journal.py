@@ -242,6 +242,8 @@ def test_batch_is_set_by_sign_in_and_advances_only_past_a_settled_batch(tmp_path
     assert j.advance_batch() == "000042"
     assert j.advance_batch() == "000042"  # repeated after a crash: nothing moves twice
     assert j.advance_batch("000041") == "000042"
+    with pytest.raises(JournalError, match="cannot advance from batch 000007: the current batch is 000042"):
+        j.advance_batch("000007")
     with pytest.raises(ValueError, match="batch"):
         j.set_batch("42")
 
