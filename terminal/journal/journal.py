@@ -105,6 +105,8 @@ class Journal:
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            conn.execute(f"PRAGMA page_size={schema.PAGE_SIZE}")  # takes effect only on a new file
+            conn.execute(f"PRAGMA cache_size=-{schema.CACHE_KIB}")
             conn.execute("PRAGMA journal_mode=MEMORY" if memory else "PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA secure_delete=ON")

@@ -28,6 +28,12 @@ from .vault import Vault
 
 SCHEMA_VERSION = 2
 
+#: Page size of a new journal. Journals are small and a fleet keeps thousands open: 1 KiB pages keep an
+#: idle in-memory journal near 100 KB instead of near 200 KB (4 KiB pages), and each commit's WAL frames small.
+PAGE_SIZE = 1024
+#: Page cache bound per connection (negative: KiB). The OS caches the file; the journal's working set is tiny.
+CACHE_KIB = 256
+
 
 def _in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
@@ -63,8 +69,7 @@ TABLES: dict[str, str] = {
         txn_id INTEGER PRIMARY KEY REFERENCES txn (id),
         stan TEXT NOT NULL, batch TEXT NOT NULL, fields_enc BLOB NOT NULL,
         reason TEXT NOT NULL CHECK (reason IN {_in(REVERSAL_REASONS)}),
-        attempts INTEGER NOT NULL DEFAULT 0, last_attempt REAL, last_rc TEXT, created_at REAL NOT NULL,
-        UNIQUE (batch, stan))""",
+        attempts INTEGER NOT NULL DEFAULT 0, last_attempt REAL, last_rc TEXT, created_at REAL NOT NULL)""",
     "receipt": """CREATE TABLE receipt (
         id INTEGER PRIMARY KEY,
         kind TEXT NOT NULL, copy TEXT, stan TEXT, batch TEXT, text TEXT NOT NULL,
@@ -85,11 +90,9 @@ TABLES: dict[str, str] = {
 
 INDEXES = (
     "CREATE INDEX txn_stan ON txn (stan)",
-    "CREATE INDEX txn_original ON txn (original_batch, original_stan)",
     "CREATE INDEX receipt_owner ON receipt (stan, batch)",
     "CREATE INDEX receipt_unprinted ON receipt (id) WHERE printed = 0",
     "CREATE UNIQUE INDEX intent_one_open ON intent (kind, batch) WHERE open = 1",
-    "CREATE INDEX event_kind ON event (kind, id)",
 )
 
 #: Tables whose presence marks a file as a possim terminal journal of any version.
