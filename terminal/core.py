@@ -289,7 +289,10 @@ class Terminal:
             if reply.message.response_code == codes.MAC_FAILED:
                 await self._lose_keys()
             return f"reversal of STAN {pending.stan} refused ({reply.message.response_code})"
-        self.journal.clear_reversal(pending.stan, pending.batch, reply.message.response_code or "00")
+        rc = reply.message.response_code or "00"
+        if self.journal.clear_reversal(pending.stan, pending.batch, rc) is False:
+            # 96, 77, A0 ...: the host did not process the reversal; it stays owed and goes first next time
+            return f"reversal of STAN {pending.stan} not processed by the host ({rc})"
         self.show("REVERSAL SENT", f"TRACE {pending.stan}")
         return None
 
