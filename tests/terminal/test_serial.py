@@ -24,12 +24,12 @@ import serial
 from acquirer.config import HostConfig
 from acquirer.host import HostServer
 from protocol.framing import Frame, Header, Tpdu, encode_frame
-from terminal.commands.vport import PtyBridge, SocatPair, socat_available
 from terminal.config import TerminalConfig
 from terminal.core import Terminal
 from terminal.links import LinkClosed, LinkUnavailable, open_link, parse_link_url, serve_link
 from terminal.links.serial import PolledSerialFrameLink, SerialFrameLink, describe_open_error, serial_settings
 from terminal.scenarios import REGISTRY, run_scenario
+from terminal.vport import PtyBridge, SocatPair, socat_available
 
 TID, MID, TMK = "10000001", "898100012340001", "0123456789ABCDEFFEDCBA9876543210"
 ROOT = Path(__file__).resolve().parents[2]
