@@ -1040,7 +1040,7 @@ test_random_operations_with_crashes_keep_the_invariants = JournalModel.TestCase
 # ----------------------------------------------------------------------------------------------
 
 CHILD_PRELUDE = f"""
-import os, sys, time
+import os, signal, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from terminal.journal import Journal
 PAN = {PAN!r}
@@ -1056,7 +1056,7 @@ def test_sigkill_right_after_the_write_ahead_leaves_the_reversal(tmp_path):
         stan = j.next_stan()
         j.record_pending(kind="sale", stan=stan, batch=j.batch, amount_fen=4321, pan=PAN, reversal=fields(stan, 4321))
         print("journaled", stan, flush=True)
-        time.sleep(60)  # "sending": the parent kills us here
+        signal.pause()  # "sending": wait for the parent's SIGKILL, no timer involved
     """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
