@@ -61,13 +61,16 @@ class Reply:
 
 
 Connector = Callable[[], Awaitable[FrameLink]]
+#: Told of every finished exchange: (request, reply or None, seconds from send to outcome, error or None).
+#: Load drivers (possim load, the Locust user) time each message exchange through it.
+ExchangeObserver = Callable[[Message, "Reply | None", float, "ExchangeError | None"], None]
 
 
 class HostChannel:
     """One terminal's connection to its host, opened lazily and reopened after a failure."""
 
     __slots__ = ("_connect", "_link", "_trace", "clock", "connect_timeout", "dialect", "faults", "firmware",
-                 "last_rtt", "link_down", "tpdu", "url")
+                 "last_rtt", "link_down", "observer", "tpdu", "url")
 
     def __init__(self, url: str, *, dialect: Dialect, tpdu: str, firmware: str, clock: Callable[[], float],
                  connect_timeout: float = 10.0, connector: Connector | None = None,
@@ -84,6 +87,7 @@ class HostChannel:
         self.last_rtt: float | None = None
         self.faults: FaultSet | None = None  # message-level faults applied to every link this channel opens
         self.link_down = False  # a fault switch: the network is down (FM-04)
+        self.observer: ExchangeObserver | None = None
 
     @property
     def connected(self) -> bool:
@@ -124,8 +128,22 @@ class HostChannel:
         """Send `request` (MAC'd when its MTI carries one) and return the matching reply.
 
         Raises Offline before anything was sent, NoReply when nothing matching came in time, and
-        BadReply when the reply's MAC fails or it cannot be decoded.
+        BadReply when the reply's MAC fails or it cannot be decoded. The observer, if any, is told of
+        the outcome either way.
         """
+        if self.observer is None:
+            return await self._exchange(request, timeout, keys, on_sent)
+        started = self.clock()
+        try:
+            reply = await self._exchange(request, timeout, keys, on_sent)
+        except ExchangeError as exc:
+            self.observer(request, None, self.clock() - started, exc)
+            raise
+        self.observer(request, reply, reply.round_trip, None)
+        return reply
+
+    async def _exchange(self, request: Message, timeout: float, keys: WorkingKeys | None,
+                        on_sent: Callable[[], None] | None) -> Reply:
         mac = request.mti in catalogue.MAC_MTIS
         if mac:
             if keys is None:
