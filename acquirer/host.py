@@ -126,15 +126,16 @@ class AcquirerHost:
             request = self.dialect.decode(frame.payload)
         except ProtocolError as exc:
             return self._format_error(frame, header, exc, started)
-        answered = self.respond(request, header, started=started)
+        answered = self._respond(request, header, started, frame.payload)
         if answered is None:
             return None
-        reply, requirement = answered
-        try:
-            payload = self.dialect.encode(reply)
-        except ProtocolError as exc:
-            log.error(_line(event="reply_unencodable", tid=request.get(41), mti=reply.mti, error=str(exc)))
-            return None
+        reply, requirement, payload = answered
+        if payload is None:
+            try:
+                payload = self.dialect.encode(reply)
+            except ProtocolError as exc:
+                log.error(_line(event="reply_unencodable", tid=request.get(41), mti=reply.mti, error=str(exc)))
+                return None
         reply_header = Header(header.app_type, header.version, header.status, requirement, header.sub_version)
         return Frame(frame.tpdu.swapped() if frame.tpdu else None, reply_header, payload)
 
@@ -143,14 +144,20 @@ class AcquirerHost:
         """The message-level core: a decoded request (and the header it came with) in; the reply and the
         header processing requirement to set out, or None when the request must not be answered (a
         response MTI). Never raises: a request it cannot handle is 30, a failure of its own 96."""
-        started = time.perf_counter() if started is None else started
-        header = header or Header()
+        answered = self._respond(request, header or Header(), time.perf_counter() if started is None else started)
+        return None if answered is None else answered[:2]
+
+    def _respond(self, request: Message, header: Header, started: float,
+                 encoded: bytes | None = None) -> tuple[Message, int, bytes | None] | None:
+        """`respond`, also given the bytes the request came in (its MAC is checked over them) and
+        returning the reply's encoding when signing it produced one, so nothing is encoded twice."""
         if request.is_response:
             log.warning(_line(event="dropped", tid=request.get(41), mti=request.mti, stan=request.get(11),
                               error=f"MTI {request.mti} is a response, not a request"))
             return None
+        payload = None
         try:
-            reply, requirement = self._dispatch(request, header)
+            reply, requirement, payload = self._dispatch(request, header, encoded)
         except ProtocolError as exc:
             log.warning(_line(event="format_error", tid=request.get(41), mti=request.mti, stan=request.get(11),
                               error=str(exc)))
@@ -160,10 +167,11 @@ class AcquirerHost:
                                 stan=request.get(11), error=f"{type(exc).__name__}: {exc}"))
             reply, requirement = catalogue.reply(request, codes.SYSTEM_MALFUNCTION), 0
         self.handled += 1
-        log.info(_line(tid=request.get(41), mti=request.mti, stan=request.get(11), rc=reply.response_code,
-                       pan=mask_pan(str(request[2])) if isinstance(request.get(2), str) else None,
-                       latency_ms=round((time.perf_counter() - started) * 1000, 3)))
-        return reply, requirement
+        if log.isEnabledFor(logging.INFO):
+            log.info(_line(tid=request.get(41), mti=request.mti, stan=request.get(11), rc=reply.response_code,
+                           pan=mask_pan(str(request[2])) if isinstance(request.get(2), str) else None,
+                           latency_ms=round((time.perf_counter() - started) * 1000, 3)))
+        return reply, requirement, payload
 
     def _format_error(self, frame: Frame, header: Header, error: ProtocolError, started: float) -> Frame | None:
         """Answer 30 to a request that does not decode, when enough of it does to address a reply."""
@@ -187,12 +195,13 @@ class AcquirerHost:
                           latency_ms=round((time.perf_counter() - started) * 1000, 3)))
         return Frame(frame.tpdu.swapped() if frame.tpdu else None, header, payload)
 
-    def _dispatch(self, request: Message, header: Header) -> tuple[Message, int]:
+    def _dispatch(self, request: Message, header: Header,
+                  encoded: bytes | None = None) -> tuple[Message, int, bytes | None]:
         txn = catalogue.identify(request)
         if txn is None:
             log.warning(_line(event="unknown_request", tid=request.get(41), mti=request.mti,
                               stan=request.get(11), f60=request.get(60)))
-            return catalogue.reply(request, codes.FORMAT_ERROR), 0
+            return catalogue.reply(request, codes.FORMAT_ERROR), 0, None
         missing = catalogue.missing_fields(request, txn)
         if missing:
             raise ProtocolError(f"{txn.name} lacks fields {missing}")
@@ -202,21 +211,21 @@ class AcquirerHost:
         verified = False
         if txn.mac and known:
             keys = self._keys_for(tid)
-            verified = keys is not None and security.verify(self.dialect, request, keys.mac_key)
+            verified = keys is not None and security.verify(self.dialect, request, keys.mac_key, encoded=encoded)
         if self.maintenance_mode() is not None:
             reply, requirement = self._maintenance_reply(request), 0
         elif not known:
             reply, requirement = catalogue.reply(request, codes.NOT_REGISTERED), 0
         elif txn.mac and not verified:
-            return catalogue.reply(request, codes.MAC_FAILED), 0
+            return catalogue.reply(request, codes.MAC_FAILED), 0, None
         else:
             handler = getattr(self, f"_on_{txn.name.removesuffix('_003').removesuffix('_001')}")
             reply, requirement = handler(request, entry, header)
         if verified and reply.mti in catalogue.MAC_MTIS:
             keys = self._keys_for(tid)
             if keys is not None:
-                security.sign(self.dialect, reply, keys.mac_key)
-        return reply, requirement
+                return reply, requirement, security.sign(self.dialect, reply, keys.mac_key)
+        return reply, requirement, None
 
     def _maintenance_reply(self, request: Message) -> Message:
         """96, with field 44 saying until when (HHMM local time) so the terminal can say when to retry."""

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
@@ -88,18 +90,44 @@ def _blocks(data: object) -> bytes:
     return data
 
 
+#: ECB contexts kept per thread (a context is not safe to share between threads; the host and a
+#: terminal in one process use the same MAC key from different threads in the pytest plugin).
+_CONTEXTS_PER_THREAD = 1024
+_contexts = threading.local()
+
+
+def _ecb(key: bytes, decrypt: bool) -> Any:
+    """A reusable ECB context for `key`: creating one costs more than the MAC it computes.
+
+    ECB carries no state between blocks, so one context serves any number of `update` calls; the
+    cache is a bounded LRU so a host serving 10,000 terminals does not keep 10,000 contexts.
+    """
+    cache: OrderedDict[tuple[bytes, bool], Any] | None = getattr(_contexts, "cache", None)
+    if cache is None:
+        cache = _contexts.cache = OrderedDict()
+    slot = (key, decrypt)
+    context = cache.get(slot)
+    if context is None:
+        cipher = Cipher(TripleDES(_key24(key)), modes.ECB())
+        context = cipher.decryptor() if decrypt else cipher.encryptor()
+        cache[slot] = context
+        if len(cache) > _CONTEXTS_PER_THREAD:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(slot)
+    return context
+
+
 def tdes_encrypt(key: bytes, block: bytes) -> bytes:
     """3DES-ECB encryption (EDE); an 8-byte key K acts as K||K, i.e. single DES."""
     data = _blocks(block)
-    encryptor = Cipher(TripleDES(_key24(key)), modes.ECB()).encryptor()
-    return encryptor.update(data) + encryptor.finalize()
+    return _ecb(_as_bytes(key, "a DES key"), False).update(data)  # type: ignore[no-any-return]
 
 
 def tdes_decrypt(key: bytes, data: bytes) -> bytes:
     """3DES-ECB decryption, the inverse of `tdes_encrypt`."""
     data = _blocks(data)
-    decryptor = Cipher(TripleDES(_key24(key)), modes.ECB()).decryptor()
-    return decryptor.update(data) + decryptor.finalize()
+    return _ecb(_as_bytes(key, "a DES key"), True).update(data)  # type: ignore[no-any-return]
 
 
 def key_check_value(key: bytes) -> bytes:
@@ -299,16 +327,47 @@ def mac_input(dialect: _Encoder, msg: Message) -> bytes:
     return encoded[:-cut]
 
 
-def sign(dialect: _Encoder, msg: Message, mac_key: bytes) -> None:
-    """Set field 64 of `msg` to its POS ECB MAC under `mac_key`."""
-    msg[64] = mac_pos_ecb(mac_key, mac_input(dialect, msg))
+def _mac_cut(dialect: object) -> int | None:
+    """How many bytes field 64 takes at the end of an encoded message, or None if the dialect cannot say."""
+    field_bytes = getattr(dialect, "field_bytes", None)
+    if field_bytes is None:
+        return None
+    return len(field_bytes(64, bytes(8))) or None
 
 
-def verify(dialect: _Encoder, msg: Message, mac_key: bytes) -> bool:
-    """Whether field 64 is present and is the message's POS ECB MAC under `mac_key` (constant-time)."""
+def sign(dialect: _Encoder, msg: Message, mac_key: bytes) -> bytes:
+    """Set field 64 of `msg` to its POS ECB MAC under `mac_key`; return the signed message's encoding.
+
+    One encoding serves both the MAC input and the wire: the message is encoded with a zero MAC, the
+    MAC computed over all but field 64's bytes, and those bytes replaced - callers that send the
+    message use the returned bytes instead of encoding it again.
+    """
+    if any(n > 64 for n in msg.fields):
+        raise SecurityError("a field-64 MAC covers messages with fields up to 64 only (fields above 64 present)")
+    cut = _mac_cut(dialect)
+    if cut is None:
+        msg[64] = mac_pos_ecb(mac_key, mac_input(dialect, msg))
+        return dialect.encode(msg)
+    msg[64] = bytes(8)
+    encoded = dialect.encode(msg)
+    body = encoded[:-cut]
+    mac = mac_pos_ecb(mac_key, body)
+    msg[64] = mac
+    return body + dialect.field_bytes(64, mac)  # type: ignore[attr-defined, no-any-return]
+
+
+def verify(dialect: _Encoder, msg: Message, mac_key: bytes, *, encoded: bytes | None = None) -> bool:
+    """Whether field 64 is present and is the message's POS ECB MAC under `mac_key` (constant-time).
+
+    With `encoded` (the bytes `msg` was decoded from), the MAC is checked over those bytes as they
+    came - what the sender MAC'd - without encoding the message again.
+    """
     mac = msg.get(64)
     if not isinstance(mac, bytes):
         return False
+    cut = _mac_cut(dialect) if encoded is not None and max(msg.fields) == 64 else None
+    if cut is not None and encoded is not None and len(encoded) > cut:
+        return macs_equal(mac, mac_pos_ecb(mac_key, encoded[:-cut]))
     return macs_equal(mac, mac_pos_ecb(mac_key, mac_input(dialect, msg)))
 
 

@@ -148,8 +148,10 @@ class HostChannel:
         if mac:
             if keys is None:
                 raise Offline("no working keys: sign in first")
-            security.sign(self.dialect, request, keys.mac_key)
-        frame = self.frame(request)
+            payload = security.sign(self.dialect, request, keys.mac_key)
+        else:
+            payload = self.dialect.encode(request)
+        frame = Frame(self.tpdu, Header.for_firmware(self.firmware), payload)
         link = await self._ensure_link()
         started = self.clock()
         try:
@@ -184,7 +186,7 @@ class HostChannel:
             authenticated = True
             if mac:
                 if reply.get(64) is not None and keys is not None:
-                    if not security.verify(self.dialect, reply, keys.mac_key):
+                    if not security.verify(self.dialect, reply, keys.mac_key, encoded=reply_frame.payload):
                         raise BadReply("reply MAC does not verify", "A0")
                 elif reply.response_code in ("A0", "30"):
                     authenticated = False  # the host could not verify us: an unauthenticated refusal

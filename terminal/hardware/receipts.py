@@ -14,6 +14,7 @@ takes two, so every line fits 32 columns.
 
 from __future__ import annotations
 
+import functools
 import textwrap
 import unicodedata
 from dataclasses import dataclass
@@ -44,8 +45,15 @@ SETTLEMENT_TYPES = ("T0", "T1")
 # Layout ------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def text_width(text: str) -> int:
-    """Printer columns `text` takes: wide (CJK) characters take two."""
+    """Printer columns `text` takes: wide (CJK) characters take two.
+
+    Cached, with an ASCII fast path: every slip is laid out from the same labels and a few values, and
+    asking unicodedata about each character was the largest cost of printing a receipt.
+    """
+    if text.isascii():
+        return len(text)
     return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
