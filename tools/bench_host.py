@@ -1,0 +1,147 @@
+"""The host's own cost per sale, without sockets or terminals: `AcquirerHost.handle` timed per request.
+
+    python tools/bench_host.py [--terminals 50] [--sales 100] [--memory] [--profile 25]
+
+`tools/bench_e2e.py` measures sales over loopback TCP; when it is slow this says how much of a sale is
+the host's work. It builds signed-in terminals against an in-process `AcquirerHost` with a file
+ledger in a temporary directory (WAL, the configured durability - the way `possim host` runs it),
+pre-builds every signed 0200 sale frame (so the terminal side costs nothing while timing), then
+times `handle()` over them, round robin across terminals. As a same-run peer it times a bare
+`dialect.decode` + `dialect.encode` of the same frames: the floor any host pays to read a request
+and write a reply of that shape. The last line is
+`host_us_per_sale=X codec_us=Y ratio=Y/X` (wall-clock microseconds per request; `host_cpu_us`
+is process CPU time, which a loaded machine inflates less).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from acquirer.config import HostConfig  # noqa: E402
+from acquirer.host import AcquirerHost  # noqa: E402
+from acquirer.ledger import Ledger  # noqa: E402
+from protocol import catalogue, security  # noqa: E402
+from protocol.catalogue import CardData  # noqa: E402
+from protocol.composite import Field60  # noqa: E402
+from protocol.dialect import get_dialect  # noqa: E402
+from protocol.framing import Frame, Header, Tpdu  # noqa: E402
+from terminal.load import generate_identities  # noqa: E402
+
+CARD = CardData(pan="6222020000000015", expiry="3012", track2="6222020000000015D30122010000000000")
+HEADER = Header.for_firmware("3.0.8")
+TPDU = Tpdu(dest=6)
+
+
+def build_host(db_path: str, terminals: int) -> tuple[AcquirerHost, Ledger, list]:
+    """A host as `possim host --terminals-csv` builds one: registry from identities, file ledger."""
+    identities = generate_identities(terminals)
+    config = HostConfig()
+    for ident in identities:
+        config.add_terminal(ident.tid, ident.mid, ident.tmk)
+    ledger = Ledger(db_path, synchronous=config.durability)
+    host = AcquirerHost(config, ledger)
+    ledger.sync_merchants(config.merchants.values())
+    return host, ledger, identities
+
+
+def sign_in_all(host: AcquirerHost, identities: list) -> list[tuple[str, str, str, bytes]]:
+    """Sign every terminal in through `handle`; (tid, mid, batch, MAC key) for each."""
+    dialect = get_dialect()
+    out = []
+    for ident in identities:
+        request = catalogue.sign_in(tid=ident.tid, mid=ident.mid, stan="000001", batch="000001")
+        reply_frame = host.handle(Frame(TPDU, HEADER, dialect.encode(request)))
+        assert reply_frame is not None
+        reply = dialect.decode(reply_frame.payload)
+        assert reply[39] == "00", f"sign-in of {ident.tid} answered {reply[39]}"
+        keys = security.unwrap_working_keys(bytes.fromhex(ident.tmk), reply[62])
+        out.append((ident.tid, ident.mid, Field60.parse(str(reply[60])).batch, keys.mac_key))
+    return out
+
+
+def sale_frames(terminals: list[tuple[str, str, str, bytes]], sales: int) -> list[Frame]:
+    """Signed 0200 sale frames, round robin across terminals (STANs from 000002 on)."""
+    dialect = get_dialect()
+    frames = []
+    for n in range(sales):
+        for tid, mid, batch, mac_key in terminals:
+            msg = catalogue.sale(tid=tid, mid=mid, stan=f"{n + 2:06d}", batch=batch, card=CARD,
+                                 amount_fen=1000 + n)
+            frames.append(Frame(TPDU, HEADER, security.sign(dialect, msg, mac_key)))
+    return frames
+
+
+def time_host(host: AcquirerHost, frames: list[Frame]) -> tuple[float, float, list[Frame | None]]:
+    """(wall seconds, CPU seconds, replies) for handling every frame once."""
+    handle = host.handle
+    replies: list[Frame | None] = []
+    append = replies.append
+    cpu, wall = time.process_time(), time.perf_counter()
+    for frame in frames:
+        append(handle(frame))
+    return time.perf_counter() - wall, time.process_time() - cpu, replies
+
+
+def time_codec(frames: list[Frame], repeats: int = 3) -> float:
+    """Best-of-`repeats` wall seconds for a bare decode + encode of every frame's payload."""
+    dialect = get_dialect()
+    decode, encode = dialect.decode, dialect.encode
+    payloads = [f.payload for f in frames]
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for payload in payloads:
+            encode(decode(payload))
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--terminals", type=int, default=50)
+    parser.add_argument("--sales", type=int, default=100, help="sales per terminal")
+    parser.add_argument("--memory", action="store_true", help="an in-memory ledger instead of a file")
+    parser.add_argument("--profile", type=int, metavar="N", default=0,
+                        help="run the host pass under cProfile and print the top N functions (by own time)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        host, ledger, identities = build_host(":memory:" if args.memory else str(Path(tmp) / "h.sqlite"),
+                                              args.terminals)
+        try:
+            terminals = sign_in_all(host, identities)
+            warmup = sale_frames(terminals, 2)
+            frames = sale_frames(terminals, args.sales + 2)[len(warmup):]
+            time_host(host, warmup)  # caches, statements, the first WAL pages
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                profiler.enable()
+            wall, cpu, replies = time_host(host, frames)
+            if profiler is not None:
+                profiler.disable()
+            dialect = get_dialect()
+            codes = {dialect.decode(r.payload)[39] if r is not None else None for r in replies}
+            assert codes <= {"00"}, f"not every sale was approved: {codes}"
+        finally:
+            ledger.close()
+    codec = time_codec(frames)
+    count = len(frames)
+    host_us, cpu_us, codec_us = wall / count * 1e6, cpu / count * 1e6, codec / count * 1e6
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
+    print(f"{args.terminals} terminals x {args.sales} sales ({count} requests), "
+          f"{'memory' if args.memory else 'file'} ledger")
+    print(f"host_cpu_us={cpu_us:.1f}")
+    print(f"host_us_per_sale={host_us:.1f} codec_us={codec_us:.1f} ratio={codec_us / host_us:.3f}")
+
+
+if __name__ == "__main__":
+    main()
