@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,6 +62,12 @@ class Reply:
 
 
 Connector = Callable[[], Awaitable[FrameLink]]
+
+
+@functools.lru_cache(maxsize=64)
+def _header(firmware: str) -> Header:
+    """The request header for a firmware version (immutable, so one per version serves every frame)."""
+    return Header.for_firmware(firmware)
 #: Told of every finished exchange: (request, reply or None, seconds from send to outcome, error or None).
 #: Load drivers (possim load, the Locust user) time each message exchange through it.
 ExchangeObserver = Callable[[Message, "Reply | None", float, "ExchangeError | None"], None]
@@ -120,7 +127,8 @@ class HostChannel:
                 await link.close()
 
     def frame(self, message: Message, requirement: int = 0) -> Frame:
-        header = Header.for_firmware(self.firmware, requirement=requirement)
+        header = _header(self.firmware) if not requirement else Header.for_firmware(self.firmware,
+                                                                                     requirement=requirement)
         return Frame(self.tpdu, header, self.dialect.encode(message))
 
     async def exchange(self, request: Message, *, timeout: float, keys: WorkingKeys | None = None,
@@ -151,7 +159,7 @@ class HostChannel:
             payload = security.sign(self.dialect, request, keys.mac_key)
         else:
             payload = self.dialect.encode(request)
-        frame = Frame(self.tpdu, Header.for_firmware(self.firmware), payload)
+        frame = Frame(self.tpdu, _header(self.firmware), payload)
         link = await self._ensure_link()
         started = self.clock()
         try:
@@ -167,7 +175,8 @@ class HostChannel:
             if remaining <= 0:
                 raise NoReply(f"no reply to {request.mti} STAN {request.stan} within {timeout:g}s")
             try:
-                reply_frame = await asyncio.wait_for(link.receive(), remaining)
+                async with asyncio.timeout(remaining):  # no task per receive, unlike wait_for on 3.11
+                    reply_frame = await link.receive()
             except TimeoutError:
                 raise NoReply(f"no reply to {request.mti} STAN {request.stan} within {timeout:g}s") from None
             except (LinkClosed, OSError) as exc:

@@ -505,7 +505,7 @@ class Terminal:
     async def _financial_exchange(self, op: str, request: Message, *, pan: str, amount_fen: int, entry_mode: str,
                                   original_stan: str | None = None) -> OpResult:
         """Journal the reversal, send, and settle the outcome: approved, declined, or reversed."""
-        stan, batch = str(request[11]), self.journal.batch
+        stan, batch = str(request[11]), Field60.parse(str(request[60])).batch  # the batch it goes out under
         reversal = catalogue.reversal(request, codes.REVERSAL_NO_REPLY)
         self.journal.record_pending(
             kind=op, stan=stan, batch=batch, amount_fen=amount_fen, pan=pan, entry_mode=entry_mode,
@@ -546,11 +546,11 @@ class Terminal:
             self._fire("declined")
             self.show(TXN_TYPES[op], f"DECLINED {rc}", codes.lookup(rc).display, "NOT CHARGED")
             receipt = self._declined_slip(op, stan, amount_fen, pan, rc, entry_mode)
-            printed = self._print([receipt], stan=stan)
+            printed = self._print([receipt], stan=stan, pan=pan, batch=batch)
             if codes.lookup(rc).action is codes.Action.SIGN_IN:
                 await self._lose_keys()
             return self._result(op, False, rc=rc, stan=stan, amount=amount_fen, message=codes.describe(rc),
-                                receipt=receipt.text if printed else None, detail={"rrn": rrn})
+                                receipt=receipt.text if printed else None, detail={"rrn": rrn}, batch=batch)
         # approved: signature, then the slips
         self._signature_needed = self.config.require_signature and op in ("sale", "void", "refund")
         self._fire("approved")
@@ -560,12 +560,12 @@ class Terminal:
             self._fire("signature_done")
         self._signature_needed = False
         data = self._receipt_data(op, stan, amount_fen, pan, rc, entry_mode, rrn=rrn, auth=auth,
-                                  signature=signature, original_stan=original_stan)
+                                  signature=signature, original_stan=original_stan, batch=batch)
         receipts = [transaction_receipt(data, copy="merchant"), transaction_receipt(data, copy="customer")]
-        printed = self._print(receipts, stan=stan)
+        printed = self._print(receipts, stan=stan, pan=pan, batch=batch)
         self.show(TXN_TYPES[op], _yuan(amount_fen), "APPROVED" if printed else "APPROVED - PRINT FAILED",
                   *([] if printed else ["REPRINT LATER"]))
-        return self._result(op, True, rc=rc, stan=stan, amount=amount_fen, message="approved",
+        return self._result(op, True, rc=rc, stan=stan, amount=amount_fen, message="approved", batch=batch,
                             receipt=receipts[0].text if printed else None,
                             detail={"rrn": rrn, "auth_code": auth, "signature": signature,
                                     "receipt_pending": not printed})
@@ -693,24 +693,27 @@ class Terminal:
     # ------------------------------------------------------------------------------------------
     def _receipt_data(self, op: str, stan: str, amount_fen: int, pan: str, rc: str, entry_mode: str, *,
                       rrn: str = "", auth: str = "", signature: str = "none",
-                      original_stan: str | None = None) -> ReceiptData:
+                      original_stan: str | None = None, batch: str | None = None) -> ReceiptData:
         return ReceiptData(
             merchant_name=self.merchant_name, merchant_id=self.mid, terminal_id=self.tid, txn_type=TXN_TYPES[op],
             amount_fen=amount_fen, when=self.now(), pan=pan, entry_mode=entry_mode, operator=self.config.operator,
-            batch=self.journal.batch, stan=stan, rrn=rrn, auth_code=auth, response_code=rc,
+            batch=batch or self.journal.batch, stan=stan, rrn=rrn, auth_code=auth, response_code=rc,
             signature=signature, original_stan=original_stan)
 
     def _declined_slip(self, op: str, stan: str, amount_fen: int, pan: str, rc: str, entry_mode: str) -> Receipt:
         return declined_receipt(self._receipt_data(op, stan, amount_fen, pan, rc, entry_mode))
 
-    def _print(self, receipts: list[Receipt], *, stan: str | None = None, signed_out: bool = False) -> bool:
-        """Print slips in order; on a printer fault the rest are journaled as pending (reprint later)."""
-        batch = self.journal.batch
-        for receipt in receipts:
-            self.journal.store_receipt(receipt.kind, receipt.text, stan=stan, batch=batch, copy=receipt.copy,
-                                       printed=False)
+    def _print(self, receipts: list[Receipt], *, stan: str | None = None, signed_out: bool = False,
+               pan: str | None = None, batch: str | None = None) -> bool:
+        """Print slips in order; on a printer fault the rest are journaled as pending (reprint later).
+
+        All slips are journaled (pending) in one step before the first is printed; each is marked
+        printed as it comes out, so a crash between two slips leaves exactly the unprinted one owed.
+        """
+        stored = self.journal.store_receipts([(r.kind, r.text, r.copy) for r in receipts], stan=stan,
+                                             batch=batch or self.journal.batch, pan=pan)
         ok = True
-        for receipt in receipts:
+        for receipt, slip in zip(receipts, stored, strict=True):
             try:
                 self.hw.printer.print(receipt)
             except PrinterError as exc:
@@ -718,7 +721,7 @@ class Terminal:
                 self.journal.event("printer.fault", {"kind": exc.kind, "stan": stan})
                 self.show("PRINT FAILED", exc.message.upper()[:32], "REPRINT LATER")
                 break
-            self.journal.mark_printed(receipt.kind, stan=stan, batch=batch, copy=receipt.copy)
+            self.journal.mark_printed(slip)
         if self.state == "printing":
             if signed_out:
                 self._fire("printed_signed_out" if ok else "print_failed_signed_out")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transitions import Machine, MachineError
+from transitions import Machine
 
 STATES = (
     "power_off",
@@ -118,18 +118,47 @@ class InvalidTransition(RuntimeError):
     """A trigger that the table does not allow from the terminal's current state."""
 
 
+def _compile() -> dict[tuple[str, str], tuple[tuple[str, tuple[tuple[str, bool], ...]], ...]]:
+    """(trigger, source) -> the candidate (dest, conditions) in table order, read off MACHINE.
+
+    `fire` runs on every step of every sale of every terminal; going through `Event.trigger` (event
+    data, queue handling, callback lists that are all empty here) cost more than the rest of a state
+    change. This is the same table, taken from the machine itself, so the two cannot disagree; it is
+    only valid while transitions carry nothing but conditions, which is checked here.
+    """
+    table: dict[tuple[str, str], list[tuple[str, tuple[tuple[str, bool], ...]]]] = {}
+    for name, event in MACHINE.events.items():
+        for source, candidates in event.transitions.items():
+            for t in candidates:
+                if t.prepare or t.before or t.after:
+                    raise RuntimeError(f"transition {name} from {source} has callbacks: fire() must use transitions")
+                conditions = tuple((c.func, c.target) for c in t.conditions)
+                if not all(isinstance(func, str) for func, _ in conditions):
+                    raise RuntimeError(f"transition {name} from {source}: conditions must be method names")
+                table.setdefault((name, source), []).append((t.dest, conditions))  # type: ignore[arg-type]
+    return {key: tuple(value) for key, value in table.items()}
+
+
+_TABLE = _compile()
+
+
 def fire(model: Any, trigger: str) -> None:
-    """Run `trigger` on `model` (anything with a `state` attribute and the condition methods)."""
-    try:
-        event = MACHINE.events[trigger]
-    except KeyError:
-        raise InvalidTransition(f"unknown trigger {trigger!r}") from None
-    try:
-        moved = event.trigger(model)
-    except MachineError:
-        raise InvalidTransition(f"cannot {trigger} from state {model.state}") from None
-    if not moved:
-        raise InvalidTransition(f"cannot {trigger} from state {model.state} (conditions not met)")
+    """Run `trigger` on `model` (anything with a `state` attribute and the condition methods).
+
+    Semantics of `transitions` (auto_transitions off, after_state_change `_on_state_change`): the first
+    candidate whose conditions hold moves the model; none holding is an InvalidTransition.
+    """
+    candidates = _TABLE.get((trigger, model.state))
+    if candidates is None:
+        if trigger not in MACHINE.events:
+            raise InvalidTransition(f"unknown trigger {trigger!r}")
+        raise InvalidTransition(f"cannot {trigger} from state {model.state}")
+    for dest, conditions in candidates:
+        if all(bool(getattr(model, func)()) is target for func, target in conditions):
+            model.state = dest
+            model._on_state_change()
+            return
+    raise InvalidTransition(f"cannot {trigger} from state {model.state} (conditions not met)")
 
 
 def may(model: Any, trigger: str) -> bool:

@@ -3,7 +3,10 @@
 The level is a float 0..100 (percent). Time-based drain (idle) or charging is applied from the injected
 clock whenever the battery is asked (`update()`, `status()`, `consume()`), so a virtual clock that jumps
 two hours drains two hours' worth at once. Each operation costs a configurable amount (a printed line
-costs more than a swipe); devices built with a battery charge their own operations.
+costs more than a swipe); devices built with a battery charge their own operations. On mains
+(plugged in) the adapter powers the operations and they cost the battery nothing - otherwise a
+terminal on its charging base would die of a busy day, which real ones do not (a load run of a few
+hundred sales per terminal used to end in "battery critical").
 
 Thresholds (source: "keep the battery at 50% or more"): below `low` (default 50) the terminal warns;
 below `critical` (default 10) it must refuse new transactions and close the day (settle, sign off)
@@ -136,7 +139,8 @@ class Battery:
         except KeyError:
             raise KeyError(f"unknown battery operation {op!r}; known: {', '.join(self._op_costs)}") from None
         self._advance()
-        self._level = max(0.0, self._level - cost * times)
+        if not self._charging:
+            self._level = max(0.0, self._level - cost * times)
         return self._level
 
     def op_cost(self, op: str) -> float:

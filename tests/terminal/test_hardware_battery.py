@@ -129,3 +129,14 @@ async def test_battery_drains_on_the_event_loop_clock():
     b = Battery(clock=loop.time, level=100, idle_drain_per_hour=2.0)
     await asyncio.sleep(10 * HOUR)  # virtual: returns at once
     assert b.status().level == pytest.approx(80.0)
+
+
+def test_operations_on_mains_cost_the_battery_nothing():
+    clock = FakeClock()
+    b = battery(clock, level=40, plugged_in=True, charge_per_hour=0, op_costs={"network": 5.0})
+    for _ in range(100):  # a busy day on the charging base: no drain, never critical
+        b.consume("network")
+    assert b.level == pytest.approx(40.0)
+    b.unplug()
+    b.consume("network")
+    assert b.level == pytest.approx(35.0)
