@@ -361,11 +361,12 @@ class AcquirerHost:
             return codes.DUPLICATE
         return None
 
-    def _refusal(self, request: Message, entry: Any, rc: str) -> tuple[Message, int]:
+    def _refusal(self, db: Any, request: Message, entry: Any, rc: str) -> tuple[Message, int]:
         """03 / 77 / 94 before anything is decided: nothing recorded, nothing charged.
 
         Financial replies carry 37: a duplicate gets the RRN of the transaction it duplicates (when the
-        host has one), other refusals a fresh one; balance replies carry none.
+        host has one), other refusals a fresh one (taken in the request's transaction `db`); balance
+        replies carry none.
         """
         fields = self._now_fields()
         if request.mti != "0200" or request.get(3) != "310000":
@@ -373,7 +374,7 @@ class AcquirerHost:
             if rc == codes.DUPLICATE:
                 seen = self.ledger.txn(entry.tid, Field60.parse(str(request[60])).batch, str(request[11]))
                 rrn = seen["rrn"] if seen is not None else None
-            fields["f37"] = rrn or self.ledger.next_rrn()
+            fields["f37"] = rrn or self.ledger.take_rrn(db)
         return catalogue.reply(request, rc, **fields), _requirement_for(rc)
 
     def _pan(self, request: Message) -> str:
@@ -419,62 +420,67 @@ class AcquirerHost:
         return self.ledger.insert_txn(db, tid=entry.tid, mid=entry.mid, batch=Field60.parse(str(request[60])).batch,
                                       stan=str(request[11]), mti=request.mti, proc_code=request.get(3), **values)
 
-    def _decline(self, request: Message, entry: Any, kind: str, rc: str, amount: int, pan: str) -> Message:
-        """Record a decline (so a retry with the same STAN is a duplicate) and build its reply."""
-        rrn = self.ledger.next_rrn()
+    def _decline(self, db: Any, request: Message, entry: Any, kind: str, rc: str, amount: int,
+                 pan: str) -> Message:
+        """Record a decline (so a retry with the same STAN is a duplicate) and build its reply, in the
+        request's transaction `db`."""
+        rrn = self.ledger.take_rrn(db)
         now = self._now_fields()
-        with self.ledger.tx() as db:
-            self._record(db, request, entry, kind=kind, amount_fen=amount, pan=pan, rc=rc, rrn=rrn,
-                         status="declined", host_date=now["f13"], host_time=now["f12"])
+        self._record(db, request, entry, kind=kind, amount_fen=amount, pan=pan, rc=rc, rrn=rrn,
+                     status="declined", host_date=now["f13"], host_time=now["f12"])
         return catalogue.reply(request, rc, f37=rrn, **now)
 
-    def _approve(self, request: Message, entry: Any, kind: str, amount: int, pan: str,
+    def _approve(self, db: Any, request: Message, entry: Any, kind: str, amount: int, pan: str,
                  original_id: int | None = None) -> Message:
-        rrn = self.ledger.next_rrn()
+        """Record an approval (RRN, auth code, risk hold, funds row, the original's new state) in the
+        request's transaction `db` and build its reply."""
+        rrn = self.ledger.take_rrn(db)
         auth = f"{(int(rrn) * 7919) % 1_000_000:06d}"
         now = self._now_fields()
         hold = risk.assess(self.config.risk, kind=kind, amount_fen=amount,
                            sales_today=lambda: self.ledger.daily_count(entry.tid, risk.start_of_day(self.clock())))
-        with self.ledger.tx() as db:
-            txn_id = self._record(db, request, entry, kind=kind, amount_fen=amount, pan=pan, rrn=rrn, auth_code=auth,
-                                  rc="00", status="approved", original_id=original_id, host_date=now["f13"],
-                                  host_time=now["f12"], risk_reason=hold.reason if hold else None)
-            if kind in ("sale", "refund"):
-                funds.open_row(db, txn_id=txn_id, mid=entry.mid, kind=kind, rule=hold.rule if hold else None,
-                               reason=hold.reason if hold else None)
-            if hold is not None:
-                self.ledger.event("risk.hold", {"tid": entry.tid, "stan": str(request[11]), "rule": hold.rule})
-            if kind == "void" and original_id is not None:
-                db.execute("UPDATE txn SET status = 'voided', updated_at = ? WHERE id = ?", (self.clock(), original_id))
-                funds.fail(db, original_id, "voided")
-            if kind == "refund" and original_id is not None:
-                db.execute("UPDATE txn SET refunded_fen = refunded_fen + ?, updated_at = ? WHERE id = ?",
-                           (amount, self.clock(), original_id))
+        txn_id = self._record(db, request, entry, kind=kind, amount_fen=amount, pan=pan, rrn=rrn, auth_code=auth,
+                              rc="00", status="approved", original_id=original_id, host_date=now["f13"],
+                              host_time=now["f12"], risk_reason=hold.reason if hold else None)
+        if kind in ("sale", "refund"):
+            funds.open_row(db, txn_id=txn_id, mid=entry.mid, kind=kind, rule=hold.rule if hold else None,
+                           reason=hold.reason if hold else None)
+        if hold is not None:
+            self.ledger.event("risk.hold", {"tid": entry.tid, "stan": str(request[11]), "rule": hold.rule})
+        if kind == "void" and original_id is not None:
+            db.execute("UPDATE txn SET status = 'voided', updated_at = ? WHERE id = ?", (self.clock(), original_id))
+            funds.fail(db, original_id, "voided")
+        if kind == "refund" and original_id is not None:
+            db.execute("UPDATE txn SET refunded_fen = refunded_fen + ?, updated_at = ? WHERE id = ?",
+                       (amount, self.clock(), original_id))
         return catalogue.reply(request, codes.APPROVED, f37=rrn, f38=auth, **now)
 
     def _amount(self, request: Message) -> int:
         return int(str(request[4]))
 
     def _on_sale(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
+        """0200 / 000000: checks, the card's answer, recorded - one ledger transaction, committed
+        before the reply exists (the checks read inside it, so nothing can slip in between)."""
         pan, amount = self._pan(request), self._amount(request)
-        refused = self._financial_checks(request, entry)
-        if refused is not None:
-            return self._refusal(request, entry, refused)
-        rc = "13" if amount <= 0 else self._card_decision(request, pan, amount)
-        if rc != codes.APPROVED:
-            return self._decline(request, entry, "sale", rc, amount, pan), 0
-        return self._approve(request, entry, "sale", amount, pan), 0
+        with self.ledger.tx() as db:
+            refused = self._financial_checks(request, entry)
+            if refused is not None:
+                return self._refusal(db, request, entry, refused)
+            rc = "13" if amount <= 0 else self._card_decision(request, pan, amount)
+            if rc != codes.APPROVED:
+                return self._decline(db, request, entry, "sale", rc, amount, pan), 0
+            return self._approve(db, request, entry, "sale", amount, pan), 0
 
     def _on_balance(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
         """Balance inquiry: recorded (a repeated STAN is a duplicate) but never charged or settled."""
-        refused = self._financial_checks(request, entry)
-        if refused is not None:
-            return self._refusal(request, entry, refused)
-        pan = self._pan(request)
-        card = card_by_pan(pan)
-        rc = self._card_decision(request, pan, None)
-        now = self._now_fields()
         with self.ledger.tx() as db:
+            refused = self._financial_checks(request, entry)
+            if refused is not None:
+                return self._refusal(db, request, entry, refused)
+            pan = self._pan(request)
+            card = card_by_pan(pan)
+            rc = self._card_decision(request, pan, None)
+            now = self._now_fields()
             self._record(db, request, entry, kind="balance", amount_fen=0, pan=pan, rc=rc,
                          status="approved" if rc == codes.APPROVED else "declined", host_date=now["f13"],
                          host_time=now["f12"])
@@ -518,21 +524,23 @@ class AcquirerHost:
 
     def _on_referenced(self, request: Message, entry: Any, kind: str,
                        refusal: Callable[[Any, int], str | None]) -> tuple[Message, int]:
-        """Void and refund: checks, then the original sale (61), then the kind's own rules."""
-        refused = self._financial_checks(request, entry)
-        if refused is not None:
-            return self._refusal(request, entry, refused)
-        amount, pan = self._amount(request), self._pan(request)
-        original = self._original(entry, request)
-        if amount <= 0:
-            rc: str | None = "13"
-        elif original is None or original["kind"] != "sale" or original["status"] in ("declined", "reversed"):
-            rc = codes.ORIGINAL_NOT_FOUND
-        else:
-            rc = refusal(original, amount)
-        if rc is not None:
-            return self._decline(request, entry, kind, rc, amount, pan), 0
-        return self._approve(request, entry, kind, amount, pan, original_id=original["id"]), 0
+        """Void and refund: checks, then the original sale (61), then the kind's own rules - all in one
+        ledger transaction, so the original cannot change between the look and the write."""
+        with self.ledger.tx() as db:
+            refused = self._financial_checks(request, entry)
+            if refused is not None:
+                return self._refusal(db, request, entry, refused)
+            amount, pan = self._amount(request), self._pan(request)
+            original = self._original(entry, request)
+            if amount <= 0:
+                rc: str | None = "13"
+            elif original is None or original["kind"] != "sale" or original["status"] in ("declined", "reversed"):
+                rc = codes.ORIGINAL_NOT_FOUND
+            else:
+                rc = refusal(original, amount)
+            if rc is not None:
+                return self._decline(db, request, entry, kind, rc, amount, pan), 0
+            return self._approve(db, request, entry, kind, amount, pan, original_id=original["id"]), 0
 
     def _on_reversal(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
         """0400: find the original by 60.2 + 11 and undo it, once; unknown originals: 00, nothing charged."""

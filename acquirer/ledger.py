@@ -122,13 +122,23 @@ class Ledger:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back when it raises.
+
+        A COMMIT that fails is rolled back too, so the connection is never left inside a transaction
+        (every later `tx` would fail) and the caller, seeing the error, never reports work as done.
+        """
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def pan_hash(self, pan: str) -> str:
         return hmac.new(self._pan_secret, pan.encode(), hashlib.sha256).hexdigest()
@@ -169,22 +179,34 @@ class Ledger:
 
     # transactions -------------------------------------------------------------------------------
     def seen(self, tid: str, batch: str, stan: str) -> bool:
-        if self.one("SELECT 1 FROM txn WHERE tid = ? AND batch = ? AND stan = ?", (tid, batch, stan)):
-            return True
-        return self.one("SELECT 1 FROM reversed_unknown WHERE tid = ? AND batch = ? AND stan = ?",
-                        (tid, batch, stan)) is not None
+        """Whether this terminal's batch already used the STAN: a transaction, or a reversal of an
+        unknown original (so a late original after its reversal is a duplicate). One statement: the
+        second table is probed only when the first has no row."""
+        return self.one("SELECT 1 FROM txn WHERE tid = ? AND batch = ? AND stan = ? UNION ALL "
+                        "SELECT 1 FROM reversed_unknown WHERE tid = ? AND batch = ? AND stan = ? LIMIT 1",
+                        (tid, batch, stan, tid, batch, stan)) is not None
 
     def txn(self, tid: str, batch: str, stan: str) -> sqlite3.Row | None:
         return self.one("SELECT * FROM txn WHERE tid = ? AND batch = ? AND stan = ?", (tid, batch, stan))
 
     def next_rrn(self) -> str:
-        """A retrieval reference number unique for this host: day-of-year prefix + a durable counter."""
+        """A retrieval reference number unique for this host, in a transaction of its own."""
         with self.tx() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'rrn'").fetchone()
-            value = (int(row[0]) if row else 0) % 99_999_999 + 1
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rrn', ?)", (str(value),))
+            return self.take_rrn(db)
+
+    def take_rrn(self, db: sqlite3.Connection) -> str:
+        """A retrieval reference number, inside the caller's transaction: day-of-year prefix + a durable
+        counter (1 to 99,999,999, then 1 again).
+
+        The counter moves with the work it numbers - one commit per request instead of two - and a
+        request rolled back gives its number back. One upsert reads and advances it (the first RRN of
+        a new ledger is 1); fetchall runs the statement to its end so the COMMIT finds it finished.
+        """
+        value = db.execute("INSERT INTO meta (key, value) VALUES ('rrn', '1') ON CONFLICT (key) DO UPDATE "
+                           "SET value = CAST(CAST(value AS INTEGER) % 99999999 + 1 AS TEXT) RETURNING value"
+                           ).fetchall()[0][0]
         day = time.strftime("%j", time.localtime(self.clock()))
-        return f"{day:0>3}{0:01d}{value:08d}"
+        return f"{day:0>3}{0:01d}{int(value):08d}"
 
     def insert_txn(self, db: sqlite3.Connection, **values: Any) -> int:
         pan = values.pop("pan", None)
