@@ -49,3 +49,17 @@ def read_identities(path: str | Path) -> list[Identity]:
         return [Identity(r["tid"], r["mid"], r["tmk"].upper()) for r in rows]
     except KeyError:
         raise ValueError(f"{path}: expected a header tid,mid,tmk") from None
+
+
+def partition(identities: list[Identity], index: int, count: int) -> list[Identity]:
+    """The share of worker `index` (0-based) of `count` workers: every count-th identity from `index`.
+
+    Shares of different indexes never overlap, so workers that each take their own share never
+    drive the same terminal id (two drivers of one terminal would collide on its STANs and batch).
+    An index outside 0..count-1 gets nothing rather than a share that overlaps another worker's.
+    """
+    if count < 1:
+        raise ValueError(f"worker count must be at least 1, got {count}")
+    if not 0 <= index < count:
+        return []
+    return identities[index::count]
