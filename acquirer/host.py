@@ -45,9 +45,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from protocol import catalogue, codes, security
 from protocol.composite import (
@@ -74,6 +74,23 @@ from .testcards import card_by_pan, magic_amount_code
 log = logging.getLogger("possim.host")
 
 
+class _LocalSecond(NamedTuple):
+    """What the host reads off its clock, for one whole second: reply fields 12 (hhmmss) and 13 (MMDD),
+    the month an expiry is compared with (YYMM) and the local midnight a daily count starts at."""
+
+    second: int
+    f12: str
+    f13: str
+    yymm: str
+    day_start: float
+
+    @classmethod
+    def at(cls, now: float) -> _LocalSecond:
+        local = datetime.fromtimestamp(now)
+        return cls(int(now), local.strftime("%H%M%S"), local.strftime("%m%d"), local.strftime("%y%m"),
+                   risk.start_of_day(now))
+
+
 def _version(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in text.split("."))
@@ -92,6 +109,15 @@ class AcquirerHost:
         self._keys: dict[str, WorkingKeys] = {}
         self.handled = 0
         self._policy_version = -1
+        # Facts about terminals read from the ledger once instead of per request: the session's batch
+        # and (day start, approved sales since). Exact while this connection is the only writer of
+        # sessions and transactions: every write here that changes them updates or drops them, a failed
+        # transaction drops its terminal's, and a commit by any other connection (PRAGMA data_version:
+        # `possim host admin`, a second host) drops them all before they are used again.
+        self._batches: dict[str, str] = {}
+        self._sales_today: dict[str, tuple[float, int]] = {}
+        self._facts_version = -1
+        self._second = _LocalSecond.at(self.clock())
         self.refresh_policy()
         from firmware_sim.repository import FirmwareRepository
 
@@ -105,6 +131,35 @@ class AcquirerHost:
         if version != self._policy_version:
             self._policy_version = version
             apply_policies(self.config, self.ledger.policies())
+        self._check_facts(version)
+
+    def _check_facts(self, version: int) -> None:
+        """Drop every cached terminal fact when another connection committed since they were read."""
+        if version != self._facts_version:
+            self._facts_version = version
+            self._batches.clear()
+            self._sales_today.clear()
+
+    def _forget(self, tid: str) -> None:
+        self._batches.pop(tid, None)
+        self._sales_today.pop(tid, None)
+
+    @contextlib.contextmanager
+    def _tx(self, tid: str, *, session: bool = False) -> Iterator[Any]:
+        """The ledger transaction of one terminal's request, keeping the cached facts honest: checked
+        against other connections' commits inside it (the snapshot the request decides on), dropped
+        for this terminal when it fails (what was counted inside never happened) and, with `session`
+        (the request writes the session row), dropped afterwards either way."""
+        try:
+            with self.ledger.tx() as db:
+                self._check_facts(self.ledger.data_version())
+                yield db
+        except BaseException:
+            self._forget(tid)
+            raise
+        finally:
+            if session:
+                self._forget(tid)
 
     # ------------------------------------------------------------------------------------------
     def maintenance_mode(self) -> str | None:
@@ -254,12 +309,32 @@ class AcquirerHost:
         return keys
 
     def _batch(self, tid: str) -> str:
-        session = self.ledger.session(tid)
-        return session["batch"] if session else "000001"
+        """The terminal's current batch as the ledger has it (cached: see `__init__`)."""
+        batch = self._batches.get(tid)
+        if batch is None:
+            session = self.ledger.session(tid)
+            batch = self._batches[tid] = session["batch"] if session else "000001"
+        return batch
+
+    def _local(self) -> _LocalSecond:
+        """The clock read as local time, formatted once per second instead of once per use."""
+        now = self.clock()
+        if int(now) != self._second.second:
+            self._second = _LocalSecond.at(now)
+        return self._second
 
     def _now_fields(self) -> dict[str, str]:
-        now = datetime.fromtimestamp(self.clock())
-        return {"f12": now.strftime("%H%M%S"), "f13": now.strftime("%m%d")}
+        local = self._local()
+        return {"f12": local.f12, "f13": local.f13}
+
+    def _sales_so_far(self, tid: str) -> int:
+        """The terminal's approved sales today before this one: counted in the ledger at the first sale
+        of a (local) day, then kept by `_approve` (cached: see `__init__`)."""
+        since = self._local().day_start
+        cached = self._sales_today.get(tid)
+        if cached is None or cached[0] != since:
+            cached = self._sales_today[tid] = (since, self.ledger.daily_count(tid, since))
+        return cached[1]
 
     # ------------------------------------------------------------------------------------------
     # network management
@@ -281,7 +356,7 @@ class AcquirerHost:
         keys = security.generate_working_keys(mode)
         wrapped = security.wrap_working_keys(entry.tmk_bytes, keys, mode)
         device = request.get(62)
-        with self.ledger.tx() as db:
+        with self._tx(tid, session=True) as db:
             session = self.ledger.ensure_session(tid, entry.mid)
             db.execute("UPDATE session SET signed_in = 1, wrapped_keys = ?, key_mode = ?, firmware = ?, "
                        "signed_in_at = ?, device_info = COALESCE(?, device_info) WHERE tid = ?",
@@ -297,7 +372,7 @@ class AcquirerHost:
         if not self._merchant_ok(request, entry):
             return catalogue.reply(request, codes.INVALID_MERCHANT, f44="UPDATE PARAMETERS"), 1
         tid = entry.tid
-        with self.ledger.tx() as db:
+        with self._tx(tid, session=True) as db:
             session = self.ledger.ensure_session(tid, entry.mid)
             if session["signed_in"]:
                 db.execute("UPDATE session SET signed_in = 0, wrapped_keys = NULL, signed_out_at = ? WHERE tid = ?",
@@ -314,7 +389,7 @@ class AcquirerHost:
         return catalogue.reply(request, codes.APPROVED, **self._now_fields()), 0
 
     def _on_status_upload(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
-        with self.ledger.tx() as db:
+        with self._tx(entry.tid, session=True) as db:
             self.ledger.ensure_session(entry.tid, entry.mid)
             db.execute("UPDATE session SET device_info = ?, firmware = ? WHERE tid = ?",
                        (_device_text(request.get(62)), header.firmware, entry.tid))
@@ -414,7 +489,7 @@ class AcquirerHost:
         expiry = request.get(14)
         if not (isinstance(expiry, str) and len(expiry) == 4 and expiry.isdigit()):
             return False
-        return expiry < datetime.fromtimestamp(self.clock()).strftime("%y%m")
+        return expiry < self._local().yymm
 
     def _record(self, db: Any, request: Message, entry: Any, **values: Any) -> int:
         return self.ledger.insert_txn(db, tid=entry.tid, mid=entry.mid, batch=Field60.parse(str(request[60])).batch,
@@ -438,10 +513,15 @@ class AcquirerHost:
         auth = f"{(int(rrn) * 7919) % 1_000_000:06d}"
         now = self._now_fields()
         hold = risk.assess(self.config.risk, kind=kind, amount_fen=amount,
-                           sales_today=lambda: self.ledger.daily_count(entry.tid, risk.start_of_day(self.clock())))
+                           sales_today=lambda: self._sales_so_far(entry.tid))
+        created = self.ledger.clock()
         txn_id = self._record(db, request, entry, kind=kind, amount_fen=amount, pan=pan, rrn=rrn, auth_code=auth,
                               rc="00", status="approved", original_id=original_id, host_date=now["f13"],
-                              host_time=now["f12"], risk_reason=hold.reason if hold else None)
+                              host_time=now["f12"], risk_reason=hold.reason if hold else None, created_at=created)
+        counted = self._sales_today.get(entry.tid)
+        if kind == "sale" and counted is not None and created >= counted[0]:
+            # what daily_count would now say; `_tx` drops it should this transaction not commit
+            self._sales_today[entry.tid] = (counted[0], counted[1] + 1)
         if kind in ("sale", "refund"):
             funds.open_row(db, txn_id=txn_id, mid=entry.mid, kind=kind, rule=hold.rule if hold else None,
                            reason=hold.reason if hold else None)
@@ -462,7 +542,7 @@ class AcquirerHost:
         """0200 / 000000: checks, the card's answer, recorded - one ledger transaction, committed
         before the reply exists (the checks read inside it, so nothing can slip in between)."""
         pan, amount = self._pan(request), self._amount(request)
-        with self.ledger.tx() as db:
+        with self._tx(entry.tid) as db:
             refused = self._financial_checks(request, entry)
             if refused is not None:
                 return self._refusal(db, request, entry, refused)
@@ -473,7 +553,7 @@ class AcquirerHost:
 
     def _on_balance(self, request: Message, entry: Any, header: Header) -> tuple[Message, int]:
         """Balance inquiry: recorded (a repeated STAN is a duplicate) but never charged or settled."""
-        with self.ledger.tx() as db:
+        with self._tx(entry.tid) as db:
             refused = self._financial_checks(request, entry)
             if refused is not None:
                 return self._refusal(db, request, entry, refused)
@@ -526,7 +606,7 @@ class AcquirerHost:
                        refusal: Callable[[Any, int], str | None]) -> tuple[Message, int]:
         """Void and refund: checks, then the original sale (61), then the kind's own rules - all in one
         ledger transaction, so the original cannot change between the look and the write."""
-        with self.ledger.tx() as db:
+        with self._tx(entry.tid) as db:
             refused = self._financial_checks(request, entry)
             if refused is not None:
                 return self._refusal(db, request, entry, refused)
@@ -551,7 +631,7 @@ class AcquirerHost:
         amount = self._amount(request)
         reason = request.get(39)
         merchant = self.config.merchants[entry.mid]
-        with self.ledger.tx() as db:
+        with self._tx(tid) as db:
             original = self.ledger.txn(tid, batch, stan)
             if original is None:
                 db.execute("INSERT OR IGNORE INTO reversed_unknown (tid, batch, stan, at) VALUES (?, ?, ?, ?)",
@@ -615,7 +695,7 @@ class AcquirerHost:
         reply_48 = terminal_totals.with_reconciliation(1 if balanced else 2).encode()
         merchant = self.config.merchants[entry.mid]
         now = self.clock()
-        with self.ledger.tx() as db:
+        with self._tx(tid, session=True) as db:  # the session moves to the next batch
             db.execute("INSERT INTO settlement (tid, batch, terminal_totals, host_totals, result, reply_48, defect, "
                        "at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (tid, batch, terminal_totals.encode(), SettlementTotals(host).encode(),
