@@ -62,7 +62,7 @@ from protocol.composite import (
 )
 from protocol.dialect import get_dialect
 from protocol.errors import ProtocolError, SecurityError
-from protocol.framing import Frame, Header
+from protocol.framing import Frame, Header, Tpdu
 from protocol.message import Message, mask_pan
 from protocol.security import WorkingKeys
 
@@ -118,6 +118,8 @@ class AcquirerHost:
         self._sales_today: dict[str, tuple[float, int]] = {}
         self._facts_version = -1
         self._second = _LocalSecond.at(self.clock())
+        self._handlers: dict[str, str] = {}  # catalogue transaction name -> handler method name
+        self._reply_tpdus: dict[Tpdu, Tpdu] = {}  # request TPDU -> its swap (terminals reuse theirs)
         self.refresh_policy()
         from firmware_sim.repository import FirmwareRepository
 
@@ -125,10 +127,10 @@ class AcquirerHost:
 
     def refresh_policy(self) -> None:
         """Apply admin changes made by another process (`possim host admin`) since the last look."""
-        from .admin import apply_policies
-
         version = self.ledger.data_version()
         if version != self._policy_version:
+            from .admin import apply_policies  # here: most requests find nothing changed
+
             self._policy_version = version
             apply_policies(self.config, self.ledger.policies())
         self._check_facts(version)
@@ -191,8 +193,21 @@ class AcquirerHost:
             except ProtocolError as exc:
                 log.error(_line(event="reply_unencodable", tid=request.get(41), mti=reply.mti, error=str(exc)))
                 return None
-        reply_header = Header(header.app_type, header.version, header.status, requirement, header.sub_version)
-        return Frame(frame.tpdu.swapped() if frame.tpdu else None, reply_header, payload)
+        # headers are immutable: the request's serves the reply when the requirement is the same
+        reply_header = header if requirement == header.requirement else Header(
+            header.app_type, header.version, header.status, requirement, header.sub_version)
+        return Frame(self._reply_tpdu(frame.tpdu), reply_header, payload)
+
+    def _reply_tpdu(self, tpdu: Tpdu | None) -> Tpdu | None:
+        """The reply's TPDU (addresses swapped), made once per distinct request TPDU (a bounded few)."""
+        if tpdu is None:
+            return None
+        swapped = self._reply_tpdus.get(tpdu)
+        if swapped is None:
+            if len(self._reply_tpdus) >= 4096:
+                self._reply_tpdus.clear()
+            swapped = self._reply_tpdus[tpdu] = tpdu.swapped()
+        return swapped
 
     def respond(self, request: Message, header: Header | None = None, *,
                 started: float | None = None) -> tuple[Message, int] | None:
@@ -274,13 +289,20 @@ class AcquirerHost:
         elif txn.mac and not verified:
             return catalogue.reply(request, codes.MAC_FAILED), 0, None
         else:
-            handler = getattr(self, f"_on_{txn.name.removesuffix('_003').removesuffix('_001')}")
-            reply, requirement = handler(request, entry, header)
+            reply, requirement = self._handler(txn.name)(request, entry, header)
         if verified and reply.mti in catalogue.MAC_MTIS:
             keys = self._keys_for(tid)
             if keys is not None:
                 return reply, requirement, security.sign(self.dialect, reply, keys.mac_key)
         return reply, requirement, None
+
+    def _handler(self, name: str) -> Callable[[Message, Any, Header], tuple[Message, int]]:
+        """The `_on_...` method for a catalogue transaction (sign_in_003 -> _on_sign_in). The method's
+        name is worked out once; the method itself is looked up each time (it may be replaced)."""
+        method = self._handlers.get(name)
+        if method is None:
+            method = self._handlers[name] = f"_on_{name.removesuffix('_003').removesuffix('_001')}"
+        return getattr(self, method)  # type: ignore[no-any-return]
 
     def _maintenance_reply(self, request: Message) -> Message:
         """96, with field 44 saying until when (HHMM local time) so the terminal can say when to retry."""

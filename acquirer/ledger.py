@@ -10,7 +10,6 @@ exports, not from someone holding the whole file). Every time comes from the inj
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -105,6 +104,8 @@ class Ledger:
         # two processes opening a new ledger at once (host and admin) agree on the first secret written
         self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('pan_secret', ?)", (os.urandom(32),))
         self._pan_secret = bytes(self._db.execute("SELECT value FROM meta WHERE key = 'pan_secret'").fetchone()[0])
+        self._inserts: dict[tuple[str, ...], str] = {}  # column names -> INSERT INTO txn statement
+        self._day = (-1, "")  # (epoch second, its day of the year): RRN prefixes formatted once a second
 
     def _migrate(self) -> None:
         for table, column, declaration in _MIGRATIONS:
@@ -141,7 +142,8 @@ class Ledger:
             raise
 
     def pan_hash(self, pan: str) -> str:
-        return hmac.new(self._pan_secret, pan.encode(), hashlib.sha256).hexdigest()
+        """HMAC-SHA256 of the PAN under the ledger's key, hex (hmac.digest: the one-shot C path)."""
+        return hmac.digest(self._pan_secret, pan.encode(), "sha256").hex()
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         return self._db.execute(sql, params).fetchall()
@@ -205,17 +207,22 @@ class Ledger:
         value = db.execute("INSERT INTO meta (key, value) VALUES ('rrn', '1') ON CONFLICT (key) DO UPDATE "
                            "SET value = CAST(CAST(value AS INTEGER) % 99999999 + 1 AS TEXT) RETURNING value"
                            ).fetchall()[0][0]
-        day = time.strftime("%j", time.localtime(self.clock()))
-        return f"{day:0>3}{0:01d}{int(value):08d}"
+        now = self.clock()
+        if int(now) != self._day[0]:
+            self._day = (int(now), time.strftime("%j", time.localtime(now)))
+        return f"{self._day[1]:0>3}{0:01d}{int(value):08d}"
 
     def insert_txn(self, db: sqlite3.Connection, **values: Any) -> int:
         pan = values.pop("pan", None)
         values["pan_masked"] = mask_pan(pan) if pan else None
         values["pan_hash"] = self.pan_hash(pan) if pan else None
         values.setdefault("created_at", self.clock())
-        columns = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        cur = db.execute(f"INSERT INTO txn ({columns}) VALUES ({marks})", tuple(values.values()))
+        names = tuple(values)
+        sql = self._inserts.get(names)
+        if sql is None:  # callers use a handful of column sets: build each statement once
+            sql = self._inserts[names] = (f"INSERT INTO txn ({', '.join(names)}) "
+                                          f"VALUES ({', '.join('?' for _ in names)})")
+        cur = db.execute(sql, tuple(values.values()))
         return int(cur.lastrowid or 0)
 
     def daily_count(self, tid: str, since: float) -> int:
