@@ -10,8 +10,11 @@ name the key by role (PIN / MAC / track) and give lengths, never contents. This 
 
 from __future__ import annotations
 
+import functools
 import hmac
+import operator
 import os
+import sys
 import threading
 import warnings
 from collections import OrderedDict
@@ -258,7 +261,9 @@ def unwrap_working_keys(tmk: bytes, field62: bytes, mode: str | None = None) -> 
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
-    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+    if len(a) != len(b):
+        raise ValueError("XOR of blocks of different lengths")
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
 
 
 def mac_pos_ecb(mac_key: bytes, data: bytes) -> bytes:
@@ -270,10 +275,9 @@ def mac_pos_ecb(mac_key: bytes, data: bytes) -> bytes:
     """
     data = _as_bytes(data, "MAC data")
     padded = data + bytes(-len(data) % 8)
-    acc = 0
-    for i in range(0, len(padded), 8):
-        acc ^= int.from_bytes(padded[i:i + 8], "big")
-    r_hex = acc.to_bytes(8, "big").hex().upper().encode("ascii")
+    # XOR of all 8-byte blocks, in C: as native 64-bit words the XOR is the same byte for byte
+    acc = functools.reduce(operator.xor, memoryview(padded).cast("Q"), 0)
+    r_hex = acc.to_bytes(8, sys.byteorder).hex().upper().encode("ascii")
     first = tdes_encrypt(mac_key, r_hex[:8])
     second = tdes_encrypt(mac_key, _xor(first, r_hex[8:]))
     return second.hex().upper().encode("ascii")[:8]

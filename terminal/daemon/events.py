@@ -18,7 +18,7 @@ from protocol.message import mask_pan
 
 log = logging.getLogger("possim.daemon")
 
-_PAN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+_PAN = re.compile(r"\d{13,}")  # a maximal digit run; 13..19 digits is PAN-like (see journal.vault)
 
 
 #: Keys whose values are long digit runs that are not card numbers (a 15-digit merchant id, say).
@@ -28,7 +28,7 @@ NOT_PANS = frozenset({"mid", "merchant_id", "rrn", "serial_number"})
 def mask(value: Any) -> Any:
     """`value` with every PAN-like digit run in its strings masked (recursively through lists and dicts)."""
     if isinstance(value, str):
-        return _PAN.sub(lambda m: mask_pan(m.group(0)), value)
+        return _PAN.sub(lambda m: mask_pan(m[0]) if len(m[0]) <= 19 else m[0], value)
     if isinstance(value, dict):
         return {k: v if k in NOT_PANS else mask(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

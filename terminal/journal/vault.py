@@ -64,13 +64,17 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+#: A maximal run of 13 or more digits; runs over 19 are left alone by the callers. (The equivalent
+#: `(?<!\d)\d{13,19}(?!\d)` starts with a look-behind, which keeps `re` from scanning ahead for a
+#: digit: twice as slow over a receipt, the largest single cost of storing one.)
+_DIGIT_RUN = re.compile(r"\d{13,}")
 _PAN_KEYS = {"pan", "card", "card_number", "account"}
 
 
 def mask_text(text: str, *, keep: frozenset[str] = frozenset()) -> str:
     """Every run of 13-19 digits that passes the Luhn check, masked (first 6, last 4); `keep` is exempt."""
-    return _DIGIT_RUN.sub(lambda m: m[0] if m[0] in keep or not luhn_ok(m[0]) else mask_pan(m[0]), text)
+    return _DIGIT_RUN.sub(lambda m: m[0] if len(m[0]) > 19 or m[0] in keep or not luhn_ok(m[0])
+                          else mask_pan(m[0]), text)
 
 
 def mask_value(value: Any, *, keep: frozenset[str] = frozenset(), key: str = "") -> Any:
