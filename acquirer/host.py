@@ -378,12 +378,9 @@ class AcquirerHost:
         keys = security.generate_working_keys(mode)
         wrapped = security.wrap_working_keys(entry.tmk_bytes, keys, mode)
         device = request.get(62)
-        with self._tx(tid, session=True) as db:
-            session = self.ledger.ensure_session(tid, entry.mid)
-            db.execute("UPDATE session SET signed_in = 1, wrapped_keys = ?, key_mode = ?, firmware = ?, "
-                       "signed_in_at = ?, device_info = COALESCE(?, device_info) WHERE tid = ?",
-                       (wrapped, mode, firmware, self.clock(), _device_text(device), tid))
-            batch = session["batch"]
+        with self._tx(tid, session=True):
+            batch = self.ledger.sign_in_session(tid, entry.mid, wrapped_keys=wrapped, key_mode=mode,
+                                                firmware=firmware, at=self.clock(), device_info=_device_text(device))
             self.ledger.event("sign_in", {"tid": tid, "batch": batch, "firmware": firmware})
         self._keys[tid] = keys
         reply = catalogue.reply(request, codes.APPROVED, f62=wrapped, f60=Field60("00", batch, mode).encode(),

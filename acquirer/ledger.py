@@ -179,6 +179,19 @@ class Ledger:
         assert row is not None
         return row
 
+    def sign_in_session(self, tid: str, mid: str, *, wrapped_keys: bytes, key_mode: str, firmware: str,
+                        at: float, device_info: str | None) -> str:
+        """Mark the terminal signed in with new (wrapped) keys, creating its session at batch 000001 when
+        it has none, and return its batch: one upsert instead of a look, an insert and an update.
+        Device information replaces what is stored only when the terminal sent some."""
+        rows = self._db.execute(
+            "INSERT INTO session (tid, mid, signed_in, wrapped_keys, key_mode, firmware, signed_in_at, device_info) "
+            "VALUES (?, ?, 1, ?, ?, ?, ?, ?) ON CONFLICT (tid) DO UPDATE SET signed_in = 1, "
+            "wrapped_keys = excluded.wrapped_keys, key_mode = excluded.key_mode, firmware = excluded.firmware, "
+            "signed_in_at = excluded.signed_in_at, device_info = COALESCE(excluded.device_info, device_info) "
+            "RETURNING batch", (tid, mid, wrapped_keys, key_mode, firmware, at, device_info)).fetchall()
+        return str(rows[0][0])
+
     # transactions -------------------------------------------------------------------------------
     def seen(self, tid: str, batch: str, stan: str) -> bool:
         """Whether this terminal's batch already used the STAN: a transaction, or a reversal of an
