@@ -1,6 +1,7 @@
 """The host's own cost per sale, without sockets or terminals: `AcquirerHost.handle` timed per request.
 
     python tools/bench_host.py [--terminals 50] [--sales 100] [--memory] [--profile 25]
+    python tools/bench_host.py --instructions [--terminals 20 --sales 25]    (needs valgrind)
 
 `tools/bench_e2e.py` measures sales over loopback TCP; when it is slow this says how much of a sale is
 the host's work. It builds signed-in terminals against an in-process `AcquirerHost` with a file
@@ -13,6 +14,11 @@ and write a reply of that shape. The last line is
 `--rounds` consecutive slices of the run (others' load comes and goes; every slice pays its share of
 commits and WAL checkpoints), Y the best of three passes. The line before gives the whole run's
 mean, median and process CPU time per request.
+
+Wall and CPU times move with the machine's load; `--instructions` does not: it runs the setup twice
+under valgrind's callgrind, once handling the first fifth of the frames and once all of them, and
+prints `host_instructions_per_sale` (the difference over the extra frames; the kernel's share of a
+commit is not in it). About three minutes for the default 500 frames.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,6 +124,33 @@ def time_codec(frames: list[Frame], repeats: int = 3) -> float:
     return best
 
 
+def handle_only(terminals: int, sales: int, count: int) -> None:
+    """The setup, then `handle` on the first `count` sale frames and nothing else (for callgrind)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        host, ledger, identities = build_host(str(Path(tmp) / "h.sqlite"), terminals)
+        frames = sale_frames(sign_in_all(host, identities), sales)
+        for frame in frames[:count]:
+            host.handle(frame)
+        ledger.close()
+
+
+def instructions(terminals: int, sales: int) -> int:
+    """Instructions per `handle` of a sale: callgrind totals of two runs that differ only in how many
+    of the same frames they handle, divided by that difference."""
+    total = terminals * sales
+    counts = (total // 5, total)
+    collected = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in counts:
+            run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
+                                  sys.executable, __file__, "--terminals", str(terminals), "--sales", str(sales),
+                                  "--only", str(count)], capture_output=True, text=True, check=True)
+            found = re.search(r"Collected : (\d+)", run.stderr)
+            assert found is not None, run.stderr[-2000:]
+            collected.append(int(found.group(1)))
+    return (collected[1] - collected[0]) // (counts[1] - counts[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--terminals", type=int, default=50)
@@ -123,7 +159,21 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="an in-memory ledger instead of a file")
     parser.add_argument("--profile", type=int, metavar="N", default=0,
                         help="run the host pass under cProfile and print the top N functions (by own time)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per sale under valgrind (defaults: 20 terminals x 25 sales)")
+    parser.add_argument("--only", type=int, metavar="K", help=argparse.SUPPRESS)  # one callgrind run
     args = parser.parse_args()
+    if args.only is not None:
+        handle_only(args.terminals, args.sales, args.only)
+        return
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            parser.error("--instructions needs valgrind on the PATH")
+        terminals = args.terminals if "--terminals" in sys.argv else 20
+        sales = args.sales if "--sales" in sys.argv else 25
+        print(f"host_instructions_per_sale={instructions(terminals, sales)} "
+              f"({terminals} terminals x {sales} sales, file ledger)")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         host, ledger, identities = build_host(":memory:" if args.memory else str(Path(tmp) / "h.sqlite"),
                                               args.terminals)
