@@ -45,15 +45,18 @@ SETTLEMENT_TYPES = ("T0", "T1")
 # Layout ------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)
 def text_width(text: str) -> int:
     """Printer columns `text` takes: wide (CJK) characters take two.
 
-    Cached, with an ASCII fast path: every slip is laid out from the same labels and a few values, and
-    asking unicodedata about each character was the largest cost of printing a receipt.
+    ASCII (nearly every value on a slip) is its length; other text - the few Chinese labels, the
+    merchant's name - is measured once and remembered: asking unicodedata about each character was
+    the largest cost of printing a receipt.
     """
-    if text.isascii():
-        return len(text)
+    return len(text) if text.isascii() else _wide_text_width(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _wide_text_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
@@ -205,11 +208,17 @@ class Receipt:
 
 
 def _header(title_cn: str, title_en: str, reprint: bool) -> list[str]:
+    return list(_header_lines(title_cn, title_en, reprint))
+
+
+@functools.lru_cache(maxsize=32)
+def _header_lines(title_cn: str, title_en: str, reprint: bool) -> tuple[str, ...]:
+    """A slip's title block: a handful of variants, laid out once each."""
     lines = [*_center(title_cn), *_center(title_en)]
     if reprint:
         lines += _center("*** 重打印 REPRINT ***")
     lines.append(RULE)
-    return lines
+    return tuple(lines)
 
 
 def _merchant_block(name: str, merchant_id: str, terminal_id: str, operator: str) -> list[str]:

@@ -57,6 +57,11 @@ MAX_EVENTS = 100_000
 MAX_EVENT_QUERY = 1_000
 
 
+#: json.dumps(..., sort_keys=True) builds a new encoder on every call; this one is built once and
+#: writes the same text.
+_sorted_json = json.JSONEncoder(sort_keys=True).encode
+
+
 @functools.cache
 def _memory_image() -> bytes | None:
     """An empty journal's database image, made once per process, or None where SQLite cannot load one.
@@ -461,7 +466,7 @@ class Journal:
         sealed_fields = None
         if reversal is not None:
             fields = _normalise_fields(reversal)
-            sealed_fields = self._vault.seal(json.dumps(fields, sort_keys=True).encode(), stan=stan, batch=batch,
+            sealed_fields = self._vault.seal(_sorted_json(fields).encode(), stan=stan, batch=batch,
                                              purpose="reversal")
         sealed_card = self._vault.seal(f"{pan}|{expiry}".encode(), stan=stan, batch=batch)
         now = self._clock()
@@ -816,7 +821,7 @@ class Journal:
             raise ValueError(f"intent kind must be one of {', '.join(INTENT_KINDS)}, got {kind!r}")
         _six(batch, "batch")
         data = mask_value(dict(data or {}), keep=self._keep)
-        payload = json.dumps(data, sort_keys=True)
+        payload = _sorted_json(data)
         now = self._clock()
         with self._tx() as db:
             row = db.execute("SELECT * FROM intent WHERE open = 1 AND kind = ? AND batch = ?", (kind, batch)).fetchone()
@@ -853,7 +858,7 @@ class Journal:
             merged = {**json.loads(row["data"]), **mask_value(dict(data or {}), keep=self._keep)}
             now = self._clock()
             db.execute("UPDATE intent SET step = ?, data = ?, updated_at = ? WHERE id = ?",
-                       (step, json.dumps(merged, sort_keys=True), now, intent_id))
+                       (step, _sorted_json(merged), now, intent_id))
         return Intent(intent_id, row["kind"], row["batch"], merged, step, row["created_at"], now)
 
     def complete_intent(self, intent: Intent | int, outcome: str = "done") -> None:
@@ -938,7 +943,7 @@ class Journal:
     # ------------------------------------------------------------------------------------------
     def _event(self, db: sqlite3.Connection, kind: str, detail: dict[str, Any]) -> None:
         cur = db.execute("INSERT INTO event (at, kind, detail) VALUES (?, ?, ?)",
-                         (self._clock(), kind, json.dumps(mask_value(detail, keep=self._keep), sort_keys=True)))
+                         (self._clock(), kind, _sorted_json(mask_value(detail, keep=self._keep))))
         last = int(cur.lastrowid or 0)
         if last % 1024 == 0 and last > MAX_EVENTS:
             db.execute("DELETE FROM event WHERE id <= ?", (last - MAX_EVENTS,))

@@ -82,7 +82,7 @@ def mask_value(value: Any, *, keep: frozenset[str] = frozenset(), key: str = "")
     if isinstance(value, str):
         if key.lower() in _PAN_KEYS and value.isdigit() and len(value) > 10:
             return mask_pan(value)
-        return mask_text(value, keep=keep)
+        return value if len(value) < 13 else mask_text(value, keep=keep)  # too short to hold a PAN
     if isinstance(value, dict):
         return {str(k): mask_value(v, keep=keep, key=str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
