@@ -5,21 +5,46 @@
 Everything runs in one process on a looptime event loop (virtual time: the two-hour idle costs
 nothing), terminals wired to the reference host over in-memory links (real frames, no sockets):
 every terminal signs in, makes `--sales` sales, sits idle past its 2-hour threshold and is signed off
-automatically (settlement + sign-off). Memory: RSS added per signed-in terminal, minus the RSS of the
-same number of bare in-memory journals measured in the same run ("beyond the journal").
-Last line: `rss_per_terminal_kb=X day_wall_s=Y terminals=N` (targets in issue 9: <= 10 KB, < 120 s).
+automatically (settlement + sign-off).
+
+Memory, "beyond the journal" (issue 9): the RSS the fleet adds per terminal, minus what its journal
+costs *at that point*. A journal that has only been opened is not the journal the terminal has after
+power-on and sign-in: those prepare and cache about six more SQLite statements (some 30 KB of the
+journal's connection), so subtracting bare journals would charge the journal's own statement cache
+to the terminal. The journal's cost is therefore measured on journals that made exactly the calls
+the fleet's journals made: the first terminal's journal is wrapped in a recorder, and a fresh
+process (so that memory freed here cannot hide anything) opens `--terminals` journals and replays
+those calls on each one up to the same point, measuring RSS. Two points are reported: signed in
+(after power-on + sign-in: the issue's figure, the contract line) and after the day's sales (before
+the idle sign-off).
+
+Cross-check with SQLite's own heap counter (`sqlite3_memory_used`, read through the `_sqlite3`
+extension's libsqlite3): the fleet's SQLite growth minus the host ledger's (counted around each
+synchronous `handle()` call) is what the fleet's journals hold in SQLite; it should match the
+replayed journals' SQLite growth (if not, the replay missed something and the figure is wrong).
+"RSS minus journal SQLite" is also printed: an upper bound, as it charges the journal's Python
+objects (Journal, Connection, statement wrappers) and malloc overhead to the terminal.
+
+Everything else - terminal objects, hardware, channel, both link ends, the host's session, task and
+ledger rows - counts as the terminal's. Last line: `rss_per_terminal_kb=X day_wall_s=Y terminals=N`,
+X the signed-in figure (targets in issue 9: <= 10 KB, < 120 s).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
+import json
 import os
+import pickle
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,8 +55,11 @@ from terminal.channel import HostChannel
 from terminal.config import TerminalConfig
 from terminal.core import Terminal
 from terminal.dayend import sign_off_when_idle
+from terminal.journal import Journal
 from terminal.links import memory_pair
 from terminal.load import generate_identities
+
+Call = tuple[str, tuple[Any, ...] | None, dict[str, Any] | None]  # (name, args, kwargs); args None: attribute read
 
 
 def rss_kb() -> int:
@@ -39,7 +67,87 @@ def rss_kb() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-async def day(count: int, sales: int) -> tuple[float, float, int]:
+def _sqlite_memory_used() -> Callable[[], int] | None:
+    """SQLite's heap in use, bytes (`sqlite3_memory_used` of the library `_sqlite3` is linked to), if reachable."""
+    try:
+        import _sqlite3
+
+        lib = ctypes.CDLL(_sqlite3.__file__)  # already loaded: dlsym also searches its libsqlite3
+        func = lib.sqlite3_memory_used
+    except (ImportError, OSError, AttributeError):
+        return None
+    func.restype, func.argtypes = ctypes.c_int64, []
+    return lambda: int(func())
+
+
+sqlite_heap = _sqlite_memory_used() or (lambda: 0)
+
+
+class JournalRecorder:
+    """Stands in for one terminal's journal: passes everything through and records the calls made.
+
+    Reads of properties (`journal.batch`) are recorded too: they run statements as calls do.
+    """
+
+    __slots__ = ("calls", "journal", "recording")
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.calls: list[Call] = []
+        self.recording = True
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.journal, name)
+        if not self.recording:
+            return value
+        if not callable(value):
+            self.calls.append((name, None, None))
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.recording:
+                self.calls.append((name, args, kwargs))
+            return value(*args, **kwargs)
+
+        return call
+
+
+def replay(journal: Journal, calls: list[Call]) -> None:
+    for name, args, kwargs in calls:
+        attr = getattr(journal, name)
+        if args is not None:
+            attr(*args, **(kwargs or {}))
+
+
+def journal_cost(count: int, mid: str, pan_key: bytes, phases: list[list[Call]]) -> list[dict[str, float]]:
+    """Per journal, in a fresh process: RSS (KB) and SQLite heap (KB) of `count` journals opened, then after
+    each phase of recorded calls replayed on every one of them (a fresh process: freed memory cannot hide it)."""
+    job = pickle.dumps({"count": count, "mid": mid, "pan_key": pan_key, "phases": phases})
+    out = subprocess.run([sys.executable, __file__, "--replay-journals"], input=job, capture_output=True, check=True)
+    return list(json.loads(out.stdout))
+
+
+def _replay_journals() -> None:
+    job = pickle.loads(sys.stdin.buffer.read())
+    count = job["count"]
+    gc.collect()
+    rss0, heap0 = rss_kb(), sqlite_heap()
+    journals = [Journal.open(":memory:", tid=f"{i:08d}", mid=job["mid"], pan_key=job["pan_key"]) for i in range(count)]
+    points = []
+
+    def point() -> None:
+        gc.collect()
+        points.append({"rss_kb": (rss_kb() - rss0) / count, "sqlite_kb": (sqlite_heap() - heap0) / 1024 / count})
+
+    point()
+    for calls in job["phases"]:
+        for journal in journals:
+            replay(journal, calls)
+        point()
+    json.dump(points, sys.stdout)
+
+
+async def day(count: int, sales: int) -> dict[str, Any]:
     ids = generate_identities(count)
     config = HostConfig()
     for identity in ids:
@@ -47,28 +155,58 @@ async def day(count: int, sales: int) -> tuple[float, float, int]:
     dialect = get_dialect()
     loop = asyncio.get_running_loop()
     async with HostServer(config, ":memory:") as host:
+        host_sqlite = 0  # SQLite heap growth inside the host's handle(): the ledger's, not a journal's
+        handle = host.host.handle
+
+        def counted_handle(frame: Any) -> Any:
+            nonlocal host_sqlite
+            before = sqlite_heap()
+            try:
+                return handle(frame)
+            finally:
+                host_sqlite += sqlite_heap() - before
+
+        host.host.handle = counted_handle  # type: ignore[method-assign]
         gc.collect()
-        before = rss_kb()
+        before, heap_before = rss_kb(), sqlite_heap()
         terminals, serving = [], []
+        recorder: JournalRecorder | None = None
         for identity in ids:
             near, far = memory_pair()
             serving.append(asyncio.create_task(host._serve(far)))  # served as a TCP connection would be
 
-            async def connector(link=near):
+            async def connector(link: Any = near) -> Any:
                 return link
 
             tc = TerminalConfig(tid=identity.tid, mid=identity.mid, tmk=identity.tmk, journal=":memory:",
                                 require_signature=False, hardware={"plugged_in": True})
             channel = HostChannel("memory://host", dialect=dialect, tpdu=tc.tpdu, firmware=tc.firmware,
                                   clock=loop.time, connector=connector)
-            terminals.append(Terminal(tc, channel=channel, clock=loop.time))
+            terminal = Terminal(tc, channel=channel, clock=loop.time)
+            if recorder is None:  # the first terminal's journal calls are replayed to measure a journal
+                recorder = JournalRecorder(terminal.journal)
+                terminal.journal = recorder  # type: ignore[assignment]
+            terminals.append(terminal)
+        assert recorder is not None
+
+        def sample() -> dict[str, float]:
+            gc.collect()
+            return {"rss_kb": (rss_kb() - before) / count,
+                    "journal_sqlite_kb": (sqlite_heap() - heap_before - host_sqlite) / 1024 / count,
+                    "host_sqlite_kb": host_sqlite / 1024 / count}
+
         wall = time.perf_counter()
         await asyncio.gather(*(t.power_on() for t in terminals))
         await asyncio.gather(*(t.sign_in() for t in terminals))
-        gc.collect()
-        signed_in_rss = rss_kb()
+        wall_paused = time.perf_counter()
+        signed_in, signed_in_calls = sample(), len(recorder.calls)
+        wall += time.perf_counter() - wall_paused  # measuring is not part of the day
         for _ in range(sales):
             await asyncio.gather(*(t.sale(1000) for t in terminals))
+        wall_paused = time.perf_counter()
+        after_sales = sample()
+        recorder.recording = False
+        wall += time.perf_counter() - wall_paused
         results = await asyncio.gather(*(sign_off_when_idle(t, t.config.idle_sign_off) for t in terminals))
         day_wall = time.perf_counter() - wall
         signed_off = sum(r.ok and t.state == "signed_out" for r, t in zip(results, terminals, strict=True))
@@ -76,37 +214,43 @@ async def day(count: int, sales: int) -> tuple[float, float, int]:
             await t.shut_down()
             t.journal.close()
         await asyncio.gather(*serving, return_exceptions=True)
-    per_terminal = (signed_in_rss - before) / count - journal_cost(count)
-    return per_terminal, day_wall, signed_off
-
-
-def journal_cost(count: int) -> float:
-    """RSS of `count` open in-memory journals, measured in a fresh process so freed memory cannot hide it."""
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
-            "from tools.bench_fleet import rss_kb\nfrom terminal.journal import Journal\n"
-            f"before = rss_kb(); js = [Journal.open(':memory:', tid=f'{{i:08d}}', mid='8'*15, pan_key=bytes(16)) "
-            f"for i in range({count})]\nprint((rss_kb() - before) / {count})")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip())
+    calls = recorder.calls
+    journal = journal_cost(count, ids[0].mid, terminals[0].config.tmk_bytes,
+                           [calls[:signed_in_calls], calls[signed_in_calls:]])
+    return {"wall": day_wall, "signed_off": signed_off, "bare": journal[0],
+            "points": [("signed in", signed_in, journal[1]), (f"after {sales} sales", after_sales, journal[2])]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--terminals", type=int, default=10_000)
     parser.add_argument("--sales", type=int, default=10)
+    parser.add_argument("--replay-journals", action="store_true", help=argparse.SUPPRESS)  # journal_cost's child
     args = parser.parse_args()
+    if args.replay_journals:
+        return _replay_journals()
     try:
         import looptime
     except ImportError:
         sys.exit("tools/bench_fleet.py needs looptime (pip install -e '.[test]')")
     loop = looptime.new_event_loop(start=0)
     try:
-        per_terminal, wall, signed_off = loop.run_until_complete(day(args.terminals, args.sales))
+        run = loop.run_until_complete(day(args.terminals, args.sales))
     finally:
         loop.close()
-    print(f"{args.terminals} terminals: sign-in, {args.sales} sales each, 2 h idle, auto sign-off in {wall:.1f} s of "
-          f"wall time ({signed_off} signed off); {per_terminal:.1f} KB RSS per signed-in terminal beyond its journal")
-    print(f"rss_per_terminal_kb={per_terminal:.1f} day_wall_s={wall:.1f} terminals={args.terminals}")
+    beyond = []
+    print(f"bare journal (opened only): {run['bare']['rss_kb']:.1f} KB RSS, {run['bare']['sqlite_kb']:.1f} KB SQLite")
+    for label, fleet, journal in run["points"]:
+        beyond.append(fleet["rss_kb"] - journal["rss_kb"])
+        print(f"{label}: {fleet['rss_kb']:.1f} KB RSS per terminal = journal {journal['rss_kb']:.1f} KB "
+              f"(same calls replayed; SQLite {journal['sqlite_kb']:.1f} KB, fleet's journals "
+              f"{fleet['journal_sqlite_kb']:.1f} KB) + {beyond[-1]:.1f} KB beyond the journal "
+              f"(host ledger SQLite {fleet['host_sqlite_kb']:.1f} KB of it; RSS minus journal SQLite: "
+              f"{fleet['rss_kb'] - fleet['journal_sqlite_kb']:.1f} KB)")
+    print(f"{args.terminals} terminals: sign-in, {args.sales} sales each, 2 h idle, auto sign-off in "
+          f"{run['wall']:.1f} s of wall time ({run['signed_off']} signed off); {beyond[0]:.1f} KB RSS per signed-in "
+          f"terminal beyond its journal, {beyond[1]:.1f} KB after the sales")
+    print(f"rss_per_terminal_kb={beyond[0]:.1f} day_wall_s={run['wall']:.1f} terminals={args.terminals}")
 
 
 if __name__ == "__main__":
