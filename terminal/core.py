@@ -503,13 +503,13 @@ class Terminal:
         return self._result("balance", False, rc=rc, stan=stan, message=codes.describe(rc))
 
     async def _financial_exchange(self, op: str, request: Message, *, pan: str, amount_fen: int, entry_mode: str,
-                                  original_stan: str | None = None) -> OpResult:
+                                  original_stan: str | None = None, original_batch: str | None = None) -> OpResult:
         """Journal the reversal, send, and settle the outcome: approved, declined, or reversed."""
         stan, batch = str(request[11]), Field60.parse(str(request[60])).batch  # the batch it goes out under
         reversal = catalogue.reversal(request, codes.REVERSAL_NO_REPLY)
         self.journal.record_pending(
             kind=op, stan=stan, batch=batch, amount_fen=amount_fen, pan=pan, entry_mode=entry_mode,
-            original_stan=original_stan,
+            original_stan=original_stan, original_batch=original_batch,
             reversal=_fields_json(reversal) if self.reversals_enabled else None,
         )
         self._point(f"{op}.journaled")
@@ -686,7 +686,7 @@ class Terminal:
             original=Field61(original.batch, original.stan, date if op == "refund" else ""),
             original_rrn=original.rrn or None)
         return await self._financial_exchange(op, request, pan=pan, amount_fen=amount_fen, entry_mode="012",
-                                              original_stan=original.stan)
+                                              original_stan=original.stan, original_batch=original.batch)
 
     # ------------------------------------------------------------------------------------------
     # printing
