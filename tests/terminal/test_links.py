@@ -319,6 +319,22 @@ async def test_memory_pair_eof_close_and_garbage():
         await e.send(Frame(None, None, bytes(5000)))
 
 
+async def test_memory_pair_a_cancelled_receive_loses_nothing_and_one_receive_at_a_time():
+    a, b = memory_pair()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(b.receive(), 0.01)  # the waiting receive is cancelled
+    await a.send(REQUEST)
+    await a.send(REPLY)
+    assert await asyncio.wait_for(b.receive(), WAIT) == REQUEST
+    assert await asyncio.wait_for(b.receive(), WAIT) == REPLY
+    waiting = asyncio.create_task(b.receive())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="another receive"):  # like a stream: one reader
+        await b.receive()
+    await a.send(REQUEST)
+    assert await asyncio.wait_for(waiting, WAIT) == REQUEST
+
+
 async def test_memory_pair_framing_options():
     a, b = memory_pair(length=LengthFormat.ASCII4, has_tpdu=False, has_header=False)
     frame = Frame(None, None, REQUEST.payload)
