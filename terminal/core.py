@@ -310,6 +310,10 @@ class Terminal:
         op = "sign_in"
         if self.state not in ("signed_out", "ready"):
             return self._result(op, False, message=f"cannot sign in while {self.state}")
+        if self.host_requirement == 1:
+            # the host refused us as another merchant (03) and asked for parameters: fetch them first, or
+            # every retry (the daemon's, the merchant's) meets the same 03 (FM-07 at sign-in)
+            await self._service_host_requests()
         self._fire("start_sign_in")
         self.show("SIGN IN", "CONNECTING...")
         stan = self.journal.next_stan()

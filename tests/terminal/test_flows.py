@@ -180,3 +180,16 @@ async def test_journal_persists_between_runs(make_terminal, host, tmp_path):
     assert boot.ok and second.state == "ready"
     assert (await second.void(sale.stan)).ok
     await second.shut_down()
+
+
+async def test_sign_in_refused_as_another_merchant_downloads_parameters_before_the_retry(make_terminal, host):
+    """FM-07 at sign-in: 03 with a parameter request; the next sign-in fetches parameters first, then succeeds."""
+    term = make_terminal()
+    await term.power_on()
+    host.admin.change_merchant(TID, new_mid="898100099990001", new_name="RENAMED CAFE")
+    refused = await term.sign_in()
+    assert (refused.ok, refused.rc) == (False, "03")
+    retried = await term.sign_in()
+    assert retried.ok, retried.message
+    assert (term.mid, term.merchant_name) == ("898100099990001", "RENAMED CAFE")
+    assert term.journal.identity()["mid"] == "898100099990001"  # kept for the next boot
