@@ -944,8 +944,7 @@ class Terminal:
             return self._result(op, False, rc=rc, stan=stan, message=codes.describe(rc), detail={"pending": True})
         self._point("sign_off.answered")
         self.keys = None
-        self.journal.set_signed_out()
-        self.journal.complete_intent(intent)
+        self.journal.complete_sign_off(intent)  # signed out and the intent closed in one step: no crash between
         self._fire("signed_off")
         last = self.journal.last_settlement()
         voucher = None
