@@ -926,7 +926,9 @@ class HostServer:
                 if reply is None:
                     log.warning(_line(event="dropped", peer=link.peer, error="no reply possible"))
                     return
+                del frame  # not held while waiting for the next request: ~1 KB a connection of a fleet
                 await link.send(reply)
+                del reply
         except (LinkClosed, OSError):
             return  # the peer went away while we answered
         finally:
