@@ -11,8 +11,10 @@ fault plan arms by count, probability or always.
     hw.reader.read(card, "swipe")      # raises CardReadError("read error, swipe again")
 
 Built for fleets: every object uses __slots__, queues and lists are created on first use, and one
-`HardwareProfile` is shared by all terminals that use it. The `random.Random` (about 2.5 KB) is the
-biggest part of a bundle; a fleet may pass one shared `rng` to all its terminals.
+`HardwareProfile` is shared by all terminals that use it (its default `op_costs` is one shared
+read-only mapping). The `random.Random` (about 2.9 KB) would be the biggest part of a bundle, and an
+idle terminal never draws from it: each terminal gets a `LazyRandom`, which creates its own
+`random.Random(seed)` on the first draw, so every terminal keeps its own seeded sequence.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 from terminal.hardware.battery import DEFAULT_OP_COSTS, Battery, BatteryStatus
 from terminal.hardware.card_reader import (
@@ -62,6 +65,7 @@ __all__ = [
     "HardwareProfile",
     "KeyEvent",
     "Keypad",
+    "LazyRandom",
     "PrintResult",
     "Printer",
     "PrinterError",
@@ -91,7 +95,7 @@ class HardwareProfile:
     # printer
     paper_lines: int = DEFAULT_PAPER_LINES
     paper_low_lines: int = DEFAULT_PAPER_LOW_LINES
-    keep_printed: int = 1000
+    keep_printed: int = 10  # whole receipts kept in `printer.printed` for inspection (the journal keeps them all)
     # battery
     battery_level: float = 100.0
     battery_low: float = 50.0
@@ -99,7 +103,7 @@ class HardwareProfile:
     idle_drain_per_hour: float = 2.0
     charge_per_hour: float = 30.0
     plugged_in: bool = False
-    op_costs: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_OP_COSTS))
+    op_costs: Mapping[str, float] = dataclasses.field(default_factory=lambda: DEFAULT_OP_COSTS)  # shared, read-only
     # card reader
     pin_capable: bool = True
     base_read_error_rate: float = 0.0
@@ -109,7 +113,7 @@ class HardwareProfile:
     signature_behaviour: str = "sign"  # sign | refuse | ignore
     sign_after_s: float = 5.0
     # display / keypad
-    display_history: int = 50
+    display_history: int = 20  # screens kept in `display.history`
     diagnostics_hold_s: float = 3.0
 
     @classmethod
@@ -126,6 +130,37 @@ class HardwareProfile:
 
 
 DEFAULT_PROFILE = HardwareProfile()
+
+
+class LazyRandom:
+    """`random.Random(seed)`, created on the first draw: the same sequence, 48 bytes until then.
+
+    A `random.Random` holds its Mersenne Twister state inline (about 2.9 KB); a signed-in idle
+    terminal never draws from its rng, so a fleet of 10,000 would carry 29 MB of unused state. One rng
+    shared by the fleet would be as cheap but would tie each terminal's draws to the others' (no
+    per-terminal seeded determinism); this keeps one sequence per terminal and pays for it on use.
+    Every attribute (`random`, `getrandbits`, `seed`, `getstate`, ...) is the real generator's.
+    """
+
+    __slots__ = ("_random", "_seed")
+
+    def __init__(self, seed: int | float | str | bytes | bytearray | None = None) -> None:
+        self._seed = seed
+        self._random: random.Random | None = None
+
+    @property
+    def real(self) -> random.Random:
+        """The `random.Random` behind this one (created now if no draw made it yet)."""
+        if self._random is None:
+            self._random = random.Random(self._seed)
+            self._seed = None
+        return self._random
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def __repr__(self) -> str:
+        return f"LazyRandom({'drawn' if self._random is not None else f'seed={self._seed!r}'})"
 
 
 class Hardware:
@@ -146,8 +181,8 @@ class Hardware:
         elif not isinstance(profile, HardwareProfile):
             profile = HardwareProfile.from_dict(profile)
         self.profile = profile
-        if rng is None:
-            rng = random.Random(profile.seed if seed is None else seed)
+        if rng is None:  # duck-typed as a random.Random: it forwards every attribute to one
+            rng = cast(random.Random, LazyRandom(profile.seed if seed is None else seed))
         self.rng = rng
         self.battery = Battery(
             clock=clock,
@@ -157,7 +192,8 @@ class Hardware:
             critical=profile.battery_critical,
             idle_drain_per_hour=profile.idle_drain_per_hour,
             charge_per_hour=profile.charge_per_hour,
-            op_costs=profile.op_costs if profile.op_costs != DEFAULT_OP_COSTS else None,
+            op_costs=None if profile.op_costs is DEFAULT_OP_COSTS or profile.op_costs == DEFAULT_OP_COSTS
+            else profile.op_costs,
             plugged_in=profile.plugged_in,
         )
         self.reader = CardReader(

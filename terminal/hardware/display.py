@@ -14,23 +14,31 @@ drives it too.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 Clock = Callable[[], float]
 
 
 class Display:
-    __slots__ = ("_clock", "_history", "history_size", "lines")
+    """The screen: what it shows now and the last `history_size` screens, each with the clock's time.
 
-    def __init__(self, *, clock: Clock, history_size: int = 50) -> None:
+    The history is a ring in one flat list - time, lines, time, lines, ... - created on first use,
+    grown to 2 x `history_size` items and then overwritten in place: no deque (760 bytes even empty)
+    and no (time, lines) tuple per screen, since a fleet keeps 10,000 of these.
+    """
+
+    __slots__ = ("_clock", "_history", "_next", "history_size", "lines")
+
+    def __init__(self, *, clock: Clock, history_size: int = 20) -> None:
         if history_size < 0:
             raise ValueError(f"history_size must be >= 0, got {history_size}")
         self._clock = clock
         self.history_size = history_size
         self.lines: tuple[str, ...] = ()
-        self._history: deque[tuple[float, tuple[str, ...]]] | None = None
+        self._history: list[float | tuple[str, ...]] | None = None
+        self._next = 0  # once the ring is full: the index of its oldest time, the next to overwrite
 
     def show(self, *lines: str) -> None:
         for line in lines:
@@ -38,9 +46,17 @@ class Display:
                 raise TypeError(f"display lines must be str, got {type(line).__name__}")
         self.lines = lines
         if self.history_size:
-            if self._history is None:
-                self._history = deque(maxlen=self.history_size)
-            self._history.append((self._clock(), lines))
+            ring = self._history
+            if ring is None:
+                ring = self._history = []
+            if len(ring) < 2 * self.history_size:
+                ring.append(self._clock())
+                ring.append(lines)
+            else:
+                i = self._next
+                ring[i] = self._clock()
+                ring[i + 1] = lines
+                self._next = (i + 2) % len(ring)
 
     def clear(self) -> None:
         self.show()
@@ -56,7 +72,12 @@ class Display:
     @property
     def history(self) -> list[tuple[float, tuple[str, ...]]]:
         """(time, lines) of the last `history_size` screens, oldest first."""
-        return [] if self._history is None else list(self._history)
+        ring = self._history
+        if ring is None:
+            return []
+        if self._next:
+            ring = ring[self._next:] + ring[:self._next]
+        return cast(list[tuple[float, tuple[str, ...]]], list(zip(ring[0::2], ring[1::2], strict=True)))
 
     def ever_showed(self, text: str) -> bool:
         """True when `text` appeared on any screen still in the history (case-insensitive)."""

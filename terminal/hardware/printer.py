@@ -90,7 +90,7 @@ class Printer:
         battery: Battery | None = None,
         paper_lines: int = DEFAULT_PAPER_LINES,
         paper_low_lines: int = DEFAULT_PAPER_LOW_LINES,
-        keep_printed: int = 1000,
+        keep_printed: int = 10,
     ) -> None:
         if paper_lines < 0 or paper_low_lines < 0 or keep_printed < 1:
             raise ValueError("paper_lines and paper_low_lines must be >= 0, keep_printed >= 1")

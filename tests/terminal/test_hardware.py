@@ -15,6 +15,7 @@ from terminal.hardware import (
     Hardware,
     HardwareProfile,
     Keypad,
+    LazyRandom,
     PrinterError,
     SignaturePad,
     named_card,
@@ -52,6 +53,13 @@ def test_display_shows_lines_and_keeps_a_bounded_timed_history():
     assert display.ever_showed("SCREEN 2") and not display.ever_showed("APPROVED")
     with pytest.raises(TypeError):
         display.show(12.34)
+    for i in range(4, 11):  # round the ring twice more: still the last three, oldest first
+        clock.advance(1)
+        display.show(f"screen {i}")
+    assert display.history == [(9.0, ("screen 8",)), (10.0, ("screen 9",)), (11.0, ("screen 10",))]
+    blind = Display(clock=clock, history_size=0)
+    blind.show("X")
+    assert blind.lines == ("X",) and blind.history == [] and not blind.ever_showed("X")
 
 
 # Keypad --------------------------------------------------------------------------------------
@@ -220,19 +228,38 @@ def test_fm12_no_receipt_then_reprint_marked_reprint():
 
 
 def test_a_fleet_of_terminals_is_cheap_in_memory():
-    shared_rng = random.Random(0)
     profile = HardwareProfile()
     clock = FakeClock()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        fleet = [Hardware(profile, clock=clock, rng=shared_rng) for _ in range(1000)]
+        fleet = [Hardware(profile, clock=clock, seed=i) for i in range(1000)]  # each its own (lazy) rng
         per_terminal = (tracemalloc.get_traced_memory()[0] - before) / len(fleet)
     finally:
         tracemalloc.stop()
-    assert per_terminal < 2_000, per_terminal  # bytes; each own rng would add ~2.5 KB more
+    assert per_terminal < 2_000, per_terminal  # bytes; a random.Random each would add ~2.9 KB more
     for hw in fleet[:3]:
         assert hw.printer.printed == [] and hw.keypad.pending == 0
+
+
+def test_each_terminal_draws_its_own_seeded_sequence_made_on_the_first_draw():
+    hw = Hardware(HardwareProfile(seed=7), clock=FakeClock())
+    other = Hardware(HardwareProfile(seed=7), clock=FakeClock())
+    assert isinstance(hw.rng, LazyRandom) and "seed=7" in repr(hw.rng)
+    expected = random.Random(7)
+    assert [hw.rng.getrandbits(64) for _ in range(3)] == [expected.getrandbits(64) for _ in range(3)]
+    assert "drawn" in repr(hw.rng) and isinstance(hw.rng.real, random.Random)
+    assert other.rng.getrandbits(64) == random.Random(7).getrandbits(64)  # not disturbed by hw's draws
+    assert Hardware(clock=FakeClock(), seed=3).rng.random() == random.Random(3).random()
+
+
+def test_a_default_profile_shares_its_op_costs():
+    from terminal.hardware.battery import DEFAULT_OP_COSTS
+
+    assert HardwareProfile().op_costs is DEFAULT_OP_COSTS
+    assert HardwareProfile.from_dict({"seed": 1}).op_costs is DEFAULT_OP_COSTS
+    hw = Hardware(HardwareProfile(op_costs={"swipe": 1.0}), clock=FakeClock())
+    assert hw.battery.status().level == 100.0 and hw.profile.op_costs == {"swipe": 1.0}
 
 
 def test_bundle_from_terminal_config():
