@@ -18,9 +18,13 @@ class ConfigError(ValueError):
     """A terminal configuration value that is missing or malformed."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TerminalConfig:
-    """Everything a simulated terminal needs to know about itself."""
+    """Everything a simulated terminal needs to know about itself.
+
+    Slotted: a fleet holds one per terminal, and nothing adds attributes to a frozen config (about
+    300 bytes less than an instance dict of 22 fields).
+    """
 
     tid: str = "10000001"
     mid: str = "898100012340001"
