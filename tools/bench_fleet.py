@@ -171,6 +171,7 @@ async def day(count: int, sales: int) -> dict[str, Any]:
         before, heap_before = rss_kb(), sqlite_heap()
         terminals, serving = [], []
         recorder: JournalRecorder | None = None
+        hardware = {"plugged_in": True}  # one table for the fleet, as one [terminal.hardware] in a file would be
         for identity in ids:
             near, far = memory_pair()
             serving.append(asyncio.create_task(host._serve(far)))  # served as a TCP connection would be
@@ -179,7 +180,7 @@ async def day(count: int, sales: int) -> dict[str, Any]:
                 return link
 
             tc = TerminalConfig(tid=identity.tid, mid=identity.mid, tmk=identity.tmk, journal=":memory:",
-                                require_signature=False, hardware={"plugged_in": True})
+                                require_signature=False, hardware=hardware)
             channel = HostChannel("memory://host", dialect=dialect, tpdu=tc.tpdu, firmware=tc.firmware,
                                   clock=loop.time, connector=connector)
             terminal = Terminal(tc, channel=channel, clock=loop.time)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import os
-import random
 import resource
 import sys
 import tempfile
@@ -32,11 +31,10 @@ def rss_kb() -> int:
 
 
 def build(n: int, workdir: Path, *, with_journal: bool) -> list[Terminal]:
-    shared_rng = random.Random(1)
     terminals = []
     for i in range(n):
-        config = TerminalConfig(tid=f"{10000000 + i:08d}", journal=str(workdir / f"t{i}.sqlite"))
-        hardware = Hardware(None, clock=lambda: 0.0, rng=shared_rng)
+        config = TerminalConfig(tid=f"{10000000 + i:08d}", journal=str(workdir / f"t{i}.sqlite"), seed=i)
+        hardware = Hardware(None, clock=lambda: 0.0, seed=i)  # each its own seeded rng (made on first draw)
         journal = (Journal.open(config.journal, tid=config.tid, mid=config.mid, pan_key=config.tmk_bytes)
                    if with_journal else _NullJournal())
         terminals.append(Terminal(config, journal=journal, hardware=hardware))  # type: ignore[arg-type]
