@@ -164,9 +164,16 @@ class LazyRandom:
 
 
 class Hardware:
-    """One terminal's devices, built from a profile, sharing one seeded rng and one clock."""
+    """One terminal's devices, built from a profile, sharing one seeded rng and one clock.
 
-    __slots__ = ("battery", "display", "keypad", "printer", "profile", "reader", "rng", "signature_pad")
+    The battery and the display exist from the start (power-on and every screen use them); the
+    reader, printer, keypad and signature pad are built on first use, from the same profile, rng and
+    clock: building them draws nothing from the rng, so when they come to exist changes no sequence,
+    and a signed-in idle terminal of a fleet does not carry them. Their settings are checked here,
+    so a bad profile still fails when the hardware is built.
+    """
+
+    __slots__ = ("_clock", "_keypad", "_printer", "_reader", "_signature_pad", "battery", "display", "profile", "rng")
 
     def __init__(
         self,
@@ -180,10 +187,17 @@ class Hardware:
             profile = DEFAULT_PROFILE
         elif not isinstance(profile, HardwareProfile):
             profile = HardwareProfile.from_dict(profile)
+        if profile is not DEFAULT_PROFILE:  # the default's settings are known good
+            CardReader.check(base_error_rate=profile.base_read_error_rate, wear_rate=profile.wear_rate,
+                             wear_cap=profile.wear_cap)
+            Printer.check(paper_lines=profile.paper_lines, paper_low_lines=profile.paper_low_lines,
+                          keep_printed=profile.keep_printed)
+            SignaturePad.check(behaviour=profile.signature_behaviour, sign_after_s=profile.sign_after_s)
         self.profile = profile
         if rng is None:  # duck-typed as a random.Random: it forwards every attribute to one
             rng = cast(random.Random, LazyRandom(profile.seed if seed is None else seed))
         self.rng = rng
+        self._clock = clock
         self.battery = Battery(
             clock=clock,
             rng=rng,
@@ -196,31 +210,58 @@ class Hardware:
             else profile.op_costs,
             plugged_in=profile.plugged_in,
         )
-        self.reader = CardReader(
-            rng=rng,
-            clock=clock,
-            battery=self.battery,
-            pin_capable=profile.pin_capable,
-            base_error_rate=profile.base_read_error_rate,
-            wear_rate=profile.wear_rate,
-            wear_cap=profile.wear_cap,
-            ifd_serial=profile.serial,
-        )
-        self.printer = Printer(
-            rng=rng,
-            battery=self.battery,
-            paper_lines=profile.paper_lines,
-            paper_low_lines=profile.paper_low_lines,
-            keep_printed=profile.keep_printed,
-        )
         self.display = Display(clock=clock, history_size=profile.display_history)
-        self.keypad = Keypad(clock=clock, diagnostics_hold_s=profile.diagnostics_hold_s)
-        self.signature_pad = SignaturePad(
-            rng=rng,
-            behaviour=profile.signature_behaviour,
-            sign_after_s=profile.sign_after_s,
-            battery=self.battery,
-        )
+        self._reader: CardReader | None = None
+        self._printer: Printer | None = None
+        self._keypad: Keypad | None = None
+        self._signature_pad: SignaturePad | None = None
+
+    @property
+    def reader(self) -> CardReader:
+        if self._reader is None:
+            profile = self.profile
+            self._reader = CardReader(
+                rng=self.rng,
+                clock=self._clock,
+                battery=self.battery,
+                pin_capable=profile.pin_capable,
+                base_error_rate=profile.base_read_error_rate,
+                wear_rate=profile.wear_rate,
+                wear_cap=profile.wear_cap,
+                ifd_serial=profile.serial,
+            )
+        return self._reader
+
+    @property
+    def printer(self) -> Printer:
+        if self._printer is None:
+            profile = self.profile
+            self._printer = Printer(
+                rng=self.rng,
+                battery=self.battery,
+                paper_lines=profile.paper_lines,
+                paper_low_lines=profile.paper_low_lines,
+                keep_printed=profile.keep_printed,
+            )
+        return self._printer
+
+    @property
+    def keypad(self) -> Keypad:
+        if self._keypad is None:
+            self._keypad = Keypad(clock=self._clock, diagnostics_hold_s=self.profile.diagnostics_hold_s)
+        return self._keypad
+
+    @property
+    def signature_pad(self) -> SignaturePad:
+        if self._signature_pad is None:
+            profile = self.profile
+            self._signature_pad = SignaturePad(
+                rng=self.rng,
+                behaviour=profile.signature_behaviour,
+                sign_after_s=profile.sign_after_s,
+                battery=self.battery,
+            )
+        return self._signature_pad
 
     @classmethod
     def from_config(cls, config: object, *, clock: Callable[[], float], rng: random.Random | None = None) -> Hardware:

@@ -119,6 +119,13 @@ class CardReader:
         "wear_rate",
     )
 
+    @staticmethod
+    def check(*, base_error_rate: float, wear_rate: float, wear_cap: float) -> None:
+        """ValueError for settings a reader cannot have (`Hardware` checks them before it builds one)."""
+        for label, value in (("base_error_rate", base_error_rate), ("wear_rate", wear_rate), ("wear_cap", wear_cap)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{label} must be within 0..1, got {value!r}")
+
     def __init__(
         self,
         *,
@@ -131,9 +138,7 @@ class CardReader:
         wear_cap: float = 0.5,
         ifd_serial: str = "00000001",
     ) -> None:
-        for label, value in (("base_error_rate", base_error_rate), ("wear_rate", wear_rate), ("wear_cap", wear_cap)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{label} must be within 0..1, got {value!r}")
+        self.check(base_error_rate=base_error_rate, wear_rate=wear_rate, wear_cap=wear_cap)
         self._rng = rng
         self._clock = clock
         self._battery = battery

@@ -92,8 +92,7 @@ class Printer:
         paper_low_lines: int = DEFAULT_PAPER_LOW_LINES,
         keep_printed: int = 10,
     ) -> None:
-        if paper_lines < 0 or paper_low_lines < 0 or keep_printed < 1:
-            raise ValueError("paper_lines and paper_low_lines must be >= 0, keep_printed >= 1")
+        self.check(paper_lines=paper_lines, paper_low_lines=paper_low_lines, keep_printed=keep_printed)
         self._rng = rng
         self._battery = battery
         self.paper_capacity = paper_lines
@@ -107,6 +106,12 @@ class Printer:
         self.receipts_total = 0
         self.failures = 0
         self.faults = FaultPoints("printer", self.FAULT_NAMES, rng)
+
+    @staticmethod
+    def check(*, paper_lines: int, paper_low_lines: int, keep_printed: int) -> None:
+        """ValueError for settings a printer cannot have (`Hardware` checks them before it builds one)."""
+        if paper_lines < 0 or paper_low_lines < 0 or keep_printed < 1:
+            raise ValueError("paper_lines and paper_low_lines must be >= 0, keep_printed >= 1")
 
     @property
     def printed(self) -> list[Receipt]:

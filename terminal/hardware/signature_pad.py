@@ -81,6 +81,14 @@ class SignaturePad:
 
     __slots__ = ("_battery", "_rng", "behaviour", "captures", "faults", "refusals", "sign_after_s", "timeouts")
 
+    @staticmethod
+    def check(*, behaviour: str, sign_after_s: float) -> None:
+        """ValueError for settings a pad cannot have (`Hardware` checks them before it builds one)."""
+        if behaviour not in BEHAVIOURS:
+            raise ValueError(f"signature behaviour must be one of {', '.join(BEHAVIOURS)}, got {behaviour!r}")
+        if sign_after_s < 0:
+            raise ValueError(f"sign_after_s must be >= 0, got {sign_after_s}")
+
     def __init__(
         self,
         *,
@@ -89,10 +97,7 @@ class SignaturePad:
         sign_after_s: float = 5.0,
         battery: Battery | None = None,
     ) -> None:
-        if behaviour not in BEHAVIOURS:
-            raise ValueError(f"signature behaviour must be one of {', '.join(BEHAVIOURS)}, got {behaviour!r}")
-        if sign_after_s < 0:
-            raise ValueError(f"sign_after_s must be >= 0, got {sign_after_s}")
+        self.check(behaviour=behaviour, sign_after_s=sign_after_s)
         self._rng = rng
         self._battery = battery
         self.behaviour = behaviour

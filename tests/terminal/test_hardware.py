@@ -253,6 +253,19 @@ def test_each_terminal_draws_its_own_seeded_sequence_made_on_the_first_draw():
     assert Hardware(clock=FakeClock(), seed=3).rng.random() == random.Random(3).random()
 
 
+def test_devices_an_idle_terminal_does_not_use_are_built_on_first_use_and_bad_settings_still_fail_early():
+    hw = Hardware(HardwareProfile(seed=4), clock=FakeClock())
+    assert (hw._reader, hw._printer, hw._keypad, hw._signature_pad) == (None, None, None, None)
+    hw.display.show("READY")
+    hw.battery.update()
+    assert hw._printer is None and hw.printer is hw.printer and hw.reader.ifd_serial == hw.profile.serial
+    late = Hardware(HardwareProfile(seed=4), clock=FakeClock())
+    assert late.signature_pad.capture(60).image == hw.signature_pad.capture(60).image  # same draws, built later
+    for bad in ({"sign_after_s": -1}, {"signature_behaviour": "sulk"}, {"paper_lines": -1}, {"wear_rate": 2.0}):
+        with pytest.raises(ValueError):
+            Hardware(bad, clock=FakeClock())
+
+
 def test_a_default_profile_shares_its_op_costs():
     from terminal.hardware.battery import DEFAULT_OP_COSTS
 
