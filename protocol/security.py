@@ -95,7 +95,7 @@ def _blocks(data: object) -> bytes:
 
 #: ECB contexts kept per thread (a context is not safe to share between threads; the host and a
 #: terminal in one process use the same MAC key from different threads in the pytest plugin).
-_CONTEXTS_PER_THREAD = 1024
+_CONTEXTS_PER_THREAD = 128
 _contexts = threading.local()
 
 

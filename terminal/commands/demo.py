@@ -153,7 +153,7 @@ class Demo:
                      f"x{theirs[3]} -> {'AGREE' if agree else 'DIFFER'}")
         reversed_ = [t for t in terminal.journal.transactions() if t.status == "reversed"]
         self.say(f"  reversed on the terminal: {[t.stan for t in reversed_]}; "
-                 f"printed slips: {len(terminal.hw.printer.printed)}; final state: {self.final_state}")
+                 f"printed slips: {terminal.hw.printer.receipts_total}; final state: {self.final_state}")
         if self.final_state != "signed_out":
             self.failures.append(f"terminal ended in {self.final_state}, not signed_out")
         return ok
