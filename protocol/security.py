@@ -163,9 +163,12 @@ def _weak(key: bytes) -> bool:
     return any(h in _WEAK_DES_KEYS for h in halves) or (len(halves) >= 2 and halves[0] == halves[1])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkingKeys:
-    """The session keys a sign-in delivers. Never printed: repr shows only the public check values."""
+    """The session keys a sign-in delivers. Never printed: repr shows only the public check values.
+
+    Slotted: a fleet holds two of these per signed-in terminal (the terminal's and the host's).
+    """
 
     pin_key: bytes = field(repr=False)
     mac_key: bytes = field(repr=False)

@@ -172,6 +172,7 @@ async def day(count: int, sales: int) -> dict[str, Any]:
         terminals, serving = [], []
         recorder: JournalRecorder | None = None
         hardware = {"plugged_in": True}  # one table for the fleet, as one [terminal.hardware] in a file would be
+        clock = loop.time  # one bound method for the fleet (each `loop.time` read makes a new one)
         for identity in ids:
             near, far = memory_pair()
             serving.append(asyncio.create_task(host._serve(far)))  # served as a TCP connection would be
@@ -182,8 +183,8 @@ async def day(count: int, sales: int) -> dict[str, Any]:
             tc = TerminalConfig(tid=identity.tid, mid=identity.mid, tmk=identity.tmk, journal=":memory:",
                                 require_signature=False, hardware=hardware)
             channel = HostChannel("memory://host", dialect=dialect, tpdu=tc.tpdu, firmware=tc.firmware,
-                                  clock=loop.time, connector=connector)
-            terminal = Terminal(tc, channel=channel, clock=loop.time)
+                                  clock=clock, connector=connector)
+            terminal = Terminal(tc, channel=channel, clock=clock)
             if recorder is None:  # the first terminal's journal calls are replayed to measure a journal
                 recorder = JournalRecorder(terminal.journal)
                 terminal.journal = recorder  # type: ignore[assignment]

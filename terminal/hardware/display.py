@@ -14,6 +14,7 @@ drives it too.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -44,6 +45,9 @@ class Display:
         for line in lines:
             if not isinstance(line, str):
                 raise TypeError(f"display lines must be str, got {type(line).__name__}")
+        # one copy of each screen line however many terminals show it ("FW 3.0.8", "BATCH 000001"): a
+        # fleet's displays and their histories otherwise hold thousands of equal strings
+        lines = tuple(map(sys.intern, lines))
         self.lines = lines
         if self.history_size:
             ring = self._history
