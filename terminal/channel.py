@@ -126,11 +126,6 @@ class HostChannel:
             with contextlib.suppress(OSError, LinkClosed):
                 await link.close()
 
-    def frame(self, message: Message, requirement: int = 0) -> Frame:
-        header = _header(self.firmware) if not requirement else Header.for_firmware(self.firmware,
-                                                                                     requirement=requirement)
-        return Frame(self.tpdu, header, self.dialect.encode(message))
-
     async def exchange(self, request: Message, *, timeout: float, keys: WorkingKeys | None = None,
                        on_sent: Callable[[], None] | None = None) -> Reply:
         """Send `request` (MAC'd when its MTI carries one) and return the matching reply.

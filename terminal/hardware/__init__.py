@@ -206,8 +206,7 @@ class Hardware:
             critical=profile.battery_critical,
             idle_drain_per_hour=profile.idle_drain_per_hour,
             charge_per_hour=profile.charge_per_hour,
-            op_costs=None if profile.op_costs is DEFAULT_OP_COSTS or profile.op_costs == DEFAULT_OP_COSTS
-            else profile.op_costs,
+            op_costs=None if profile.op_costs == DEFAULT_OP_COSTS else profile.op_costs,
             plugged_in=profile.plugged_in,
         )
         self.display = Display(clock=clock, history_size=profile.display_history)

@@ -136,8 +136,9 @@ class Journal:
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            if memory and _memory_image() is not None:
-                conn.deserialize(_memory_image())  # the empty schema, without parsing its DDL again
+            image = _memory_image() if memory else None
+            if image is not None:
+                conn.deserialize(image)  # the empty schema, without parsing its DDL again
                 conn.execute("UPDATE schema_version SET applied_at = ?", (clock(),))
             conn.execute(f"PRAGMA page_size={schema.PAGE_SIZE}")  # takes effect only on a new file
             conn.execute(f"PRAGMA cache_size=-{schema.CACHE_KIB}")
@@ -276,15 +277,20 @@ class Journal:
                     raise self._error(exc) from exc
                 raise
 
-    def _write1(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        """One statement that is a whole step by itself: SQLite makes it atomic and durable on its own
+    @contextmanager
+    def _autocommit(self) -> Iterator[sqlite3.Connection]:
+        """A step that is one writing statement: SQLite makes it atomic and durable on its own
         (autocommit), so it needs no BEGIN/COMMIT of ours - a third of the statements of a sale."""
         with self._lock:
             self._check_open()
             try:
-                return self._db.execute(sql, params)
+                yield self._db
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+
+    def _write1(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._autocommit() as db:
+            return db.execute(sql, params)
 
     def _q(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -955,12 +961,8 @@ class Journal:
         be passed at all."""
         if not kind:
             raise ValueError("an event needs a kind")
-        with self._lock:
-            self._check_open()
-            try:
-                self._event(self._db, kind, dict(detail or {}))  # one INSERT: atomic by itself
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
+        with self._autocommit() as db:
+            self._event(db, kind, dict(detail or {}))  # one INSERT (a prune now and then is idempotent)
 
     def events(self, kind: str | None = None, limit: int = 100, *, prefix: str | None = None,
                since: float | None = None) -> list[dict[str, Any]]:
