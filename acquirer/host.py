@@ -5,7 +5,7 @@ ledger updated; `AcquirerHost.respond(message, header)` is the same one level up
 reply message and header processing requirement out). `HostServer` serves it on any link URL (TCP
 now, serial through the same seam).
 
-Decisions where cup-pos.md leaves room (docs/host.md has the first four; all are pinned by tests):
+Decisions where cup-pos.md leaves room (docs/host.md has the same list; all are pinned by tests):
 - Firmware below the minimum at sign-in: response code 58 (not permitted on this terminal) with the
   header processing requirement 6 (download firmware).
 - Parameter download (0800, 60.3 = 360) identifies the terminal by TID alone, so a terminal with a

@@ -57,7 +57,8 @@ from terminal.core import Terminal
 from terminal.dayend import sign_off_when_idle
 from terminal.journal import Journal
 from terminal.links import memory_pair
-from terminal.load import generate_identities
+from terminal.load import Identity, generate_identities
+from terminal.load.identities import partition
 
 Call = tuple[str, tuple[Any, ...] | None, dict[str, Any] | None]  # (name, args, kwargs); args None: attribute read
 
@@ -147,8 +148,9 @@ def _replay_journals() -> None:
     json.dump(points, sys.stdout)
 
 
-async def day(count: int, sales: int) -> dict[str, Any]:
-    ids = generate_identities(count)
+async def day(ids: list[Identity], sales: int, go: Callable[[], None]) -> dict[str, Any]:
+    """One process's share of the fleet's day; `go()` returns when every shard has built its fleet."""
+    count = len(ids)
     config = HostConfig()
     for identity in ids:
         config.add_terminal(identity.tid, identity.mid, identity.tmk)
@@ -190,6 +192,7 @@ async def day(count: int, sales: int) -> dict[str, Any]:
                 terminal.journal = recorder  # type: ignore[assignment]
             terminals.append(terminal)
         assert recorder is not None
+        go()
 
         def sample() -> dict[str, float]:
             gc.collect()
@@ -200,11 +203,15 @@ async def day(count: int, sales: int) -> dict[str, Any]:
         wall = time.perf_counter()
         await asyncio.gather(*(t.power_on() for t in terminals))
         await asyncio.gather(*(t.sign_in() for t in terminals))
+        # The loop holds the gather just awaited (its finished tasks, coroutines and OpResults, ~1 KB a
+        # terminal) until this task next yields: the benchmark's leftovers, not the terminals' memory.
+        await asyncio.sleep(0)
         wall_paused = time.perf_counter()
         signed_in, signed_in_calls = sample(), len(recorder.calls)
         wall += time.perf_counter() - wall_paused  # measuring is not part of the day
         for _ in range(sales):
             await asyncio.gather(*(t.sale(1000) for t in terminals))
+        await asyncio.sleep(0)  # as after the sign-in
         wall_paused = time.perf_counter()
         after_sales = sample()
         recorder.recording = False
@@ -223,36 +230,94 @@ async def day(count: int, sales: int) -> dict[str, Any]:
             "points": [("signed in", signed_in, journal[1]), (f"after {sales} sales", after_sales, journal[2])]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--terminals", type=int, default=10_000)
-    parser.add_argument("--sales", type=int, default=10)
-    parser.add_argument("--replay-journals", action="store_true", help=argparse.SUPPRESS)  # journal_cost's child
-    args = parser.parse_args()
-    if args.replay_journals:
-        return _replay_journals()
+def run_shard(index: int, processes: int, terminals: int, sales: int) -> dict[str, Any]:
+    """This process's share (every `processes`-th identity from `index`) on its own looptime loop."""
     try:
         import looptime
     except ImportError:
         sys.exit("tools/bench_fleet.py needs looptime (pip install -e '.[test]')")
+
+    def go() -> None:  # tell the parent the fleet is built, and start when every shard's is
+        print("ready", flush=True)
+        sys.stdin.readline()
+
     loop = looptime.new_event_loop(start=0)
     try:
-        run = loop.run_until_complete(day(args.terminals, args.sales))
+        run = loop.run_until_complete(day(partition(generate_identities(terminals), index, processes), sales, go))
     finally:
         loop.close()
+    run["terminals"] = len(partition(generate_identities(terminals), index, processes))
+    return run
+
+
+def run_fleet(processes: int, terminals: int, sales: int) -> list[dict[str, Any]]:
+    """Start one shard process per core, release them together once all have built their fleets."""
+    shards = [subprocess.Popen([sys.executable, __file__, "--shard", str(i), "--processes", str(processes),
+                                "--terminals", str(terminals), "--sales", str(sales)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+              for i in range(processes)]
+    try:
+        for shard in shards:
+            assert shard.stdout is not None
+            if shard.stdout.readline().strip() != "ready":
+                sys.exit(f"a shard failed to build its fleet (exit {shard.wait()})")
+        for shard in shards:
+            assert shard.stdin is not None
+            shard.stdin.write("go\n")
+            shard.stdin.flush()
+        runs = []
+        for shard in shards:
+            out, _ = shard.communicate()
+            if shard.returncode:
+                sys.exit(f"a shard failed (exit {shard.returncode})")
+            runs.append(json.loads(out))
+        return runs
+    finally:
+        for shard in shards:
+            if shard.poll() is None:
+                shard.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--terminals", type=int, default=10_000)
+    parser.add_argument("--sales", type=int, default=10)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="shards of the fleet, one process each (default: one per core)")
+    parser.add_argument("--shard", type=int, help=argparse.SUPPRESS)  # run_fleet's child
+    parser.add_argument("--replay-journals", action="store_true", help=argparse.SUPPRESS)  # journal_cost's child
+    args = parser.parse_args()
+    if args.replay_journals:
+        return _replay_journals()
+    if args.shard is not None:
+        json.dump(run_shard(args.shard, args.processes, args.terminals, args.sales), sys.stdout)
+        return None
+    runs = run_fleet(max(1, min(args.processes, args.terminals)), args.terminals, args.sales)
+    total = sum(r["terminals"] for r in runs)
+
+    def mean(values: list[float]) -> float:  # per terminal, over the shards' shares
+        return sum(v * r["terminals"] for v, r in zip(values, runs, strict=True)) / total
+
+    bare = {k: mean([r["bare"][k] for r in runs]) for k in ("rss_kb", "sqlite_kb")}
+    print(f"{len(runs)} processes ({', '.join(str(r['terminals']) for r in runs)} terminals), each with its own "
+          f"reference host; bare journal (opened only): {bare['rss_kb']:.1f} KB RSS, {bare['sqlite_kb']:.1f} KB SQLite")
     beyond = []
-    print(f"bare journal (opened only): {run['bare']['rss_kb']:.1f} KB RSS, {run['bare']['sqlite_kb']:.1f} KB SQLite")
-    for label, fleet, journal in run["points"]:
+    for p, (label, _, _) in enumerate(runs[0]["points"]):
+        fleet = {k: mean([r["points"][p][1][k] for r in runs]) for k in runs[0]["points"][p][1]}
+        journal = {k: mean([r["points"][p][2][k] for r in runs]) for k in runs[0]["points"][p][2]}
         beyond.append(fleet["rss_kb"] - journal["rss_kb"])
         print(f"{label}: {fleet['rss_kb']:.1f} KB RSS per terminal = journal {journal['rss_kb']:.1f} KB "
               f"(same calls replayed; SQLite {journal['sqlite_kb']:.1f} KB, fleet's journals "
               f"{fleet['journal_sqlite_kb']:.1f} KB) + {beyond[-1]:.1f} KB beyond the journal "
               f"(host ledger SQLite {fleet['host_sqlite_kb']:.1f} KB of it; RSS minus journal SQLite: "
               f"{fleet['rss_kb'] - fleet['journal_sqlite_kb']:.1f} KB)")
-    print(f"{args.terminals} terminals: sign-in, {args.sales} sales each, 2 h idle, auto sign-off in "
-          f"{run['wall']:.1f} s of wall time ({run['signed_off']} signed off); {beyond[0]:.1f} KB RSS per signed-in "
-          f"terminal beyond its journal, {beyond[1]:.1f} KB after the sales")
-    print(f"rss_per_terminal_kb={beyond[0]:.1f} day_wall_s={run['wall']:.1f} terminals={args.terminals}")
+    wall = max(r["wall"] for r in runs)
+    signed_off = sum(r["signed_off"] for r in runs)
+    walls = ", ".join(f"{r['wall']:.1f}" for r in runs)
+    print(f"{total} terminals: sign-in, {args.sales} sales each, 2 h idle, auto sign-off in {wall:.1f} s of wall "
+          f"time (slowest shard; shards {walls} s; {signed_off} signed off); "
+          f"{beyond[0]:.1f} KB RSS per signed-in terminal beyond its journal, {beyond[1]:.1f} KB after the sales")
+    print(f"rss_per_terminal_kb={beyond[0]:.1f} day_wall_s={wall:.1f} terminals={total}")
 
 
 if __name__ == "__main__":
