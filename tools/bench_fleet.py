@@ -1,11 +1,14 @@
 """A fleet's business day in virtual time, and the memory each idle signed-in terminal costs.
 
-    python tools/bench_fleet.py [--terminals 10000] [--sales 10]
+    python tools/bench_fleet.py [--terminals 10000] [--sales 10] [--processes CORES]
 
-Everything runs in one process on a looptime event loop (virtual time: the two-hour idle costs
-nothing), terminals wired to the reference host over in-memory links (real frames, no sockets):
-every terminal signs in, makes `--sales` sales, sits idle past its 2-hour threshold and is signed off
-automatically (settlement + sign-off).
+The fleet is split into one shard per core (`--processes`, default all cores: the target is a wall
+time on this 2-core machine, and one Python process uses one core). Each shard is a process running
+its share of the terminals on a looptime event loop (virtual time: the two-hour idle costs nothing),
+wired to its own in-process reference host over in-memory links (real frames, no sockets): every
+terminal signs in, makes `--sales` sales, sits idle past its 2-hour threshold and is signed off
+automatically (settlement + sign-off). Shards build their fleets first and start the day together;
+the day's wall time is the slowest shard's. Memory figures are per terminal over all shards.
 
 Memory, "beyond the journal" (issue 9): the RSS the fleet adds per terminal, minus what its journal
 costs *at that point*. A journal that has only been opened is not the journal the terminal has after
