@@ -341,7 +341,7 @@ class FrameDecoder:
 
     def __init__(self, *, length: LengthFormat = LengthFormat.BINARY2, has_tpdu: bool = True,
                  has_header: bool = True, max_size: int = DEFAULT_MAX_SIZE, resync: bool = False,
-                 mti: str | None = "bcd", validate: Validator | None = None) -> None:
+                 mti: str | None = "bcd", validate: Validator | None = None, offset: int = 0) -> None:
         if length is LengthFormat.NONE:
             raise ValueError("a stream decoder needs a length prefix (LengthFormat.NONE is for whole frames)")
         if max_size < 1:
@@ -357,7 +357,8 @@ class FrameDecoder:
         self.validate = validate
         self.skipped: list[tuple[int, int, str]] = []
         self._buffer = bytearray()
-        self._offset = 0  # stream offset of _buffer[0]
+        self._offset = offset  # stream offset of _buffer[0]; a decoder that carries on an earlier one's stream
+        # (a link that lets go of its idle decoder) starts at that one's offset, so errors name the right byte
         self._error: FramingError | None = None
         size = length.size
         self._size = size

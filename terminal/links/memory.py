@@ -6,8 +6,9 @@ see exactly the bytes a socket would carry, without a socket.
 Built for fleets (tools/bench_fleet.py wires 10,000 terminals this way): an idle end holds no
 queue, no decoder and no list. An `asyncio.Queue` inbox with a `deque` of ready frames and an eager
 `FrameDecoder` cost about 4.4 KB an end; here the inbox and the ready frames are plain lists that
-exist only while they hold something, the decoder is made by the first bytes that arrive, and a
-receive that has to wait creates one Future, dropped when it wakes.
+exist only while they hold something, a decoder is made by bytes that arrive and let go of once it
+holds no part of a frame (the next one carries on the stream offset, so errors still name the right
+byte), and a receive that has to wait creates one Future, dropped when it wakes.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class MemoryFrameLink(FrameLink):
         self._framing = _DEFAULT_FRAMING if framing == _DEFAULT_FRAMING else framing
         self._inbox: list[bytes | None] | None = None  # bytes from the other end (or _EOF), oldest first
         self._waiter: asyncio.Future[None] | None = None  # the waiting receive's wake-up
-        self._decoder: FrameDecoder | None = None  # made by the first bytes received
+        self._decoder: FrameDecoder | None = None  # while part of a frame (or a framing error) is held
+        self._offset = 0  # stream offset of the next byte a new decoder is fed
         self._ready: list[Frame] | None = None  # decoded, not yet returned, oldest first
         self._closed = False
         self._other: MemoryFrameLink | None = None
@@ -100,10 +102,15 @@ class MemoryFrameLink(FrameLink):
         return item
 
     def _feed(self, data: bytes) -> None:
-        if self._decoder is None:
+        decoder = self._decoder
+        if decoder is None:
             length, has_tpdu, has_header, max_size = self._framing
-            self._decoder = FrameDecoder(length=length, has_tpdu=has_tpdu, has_header=has_header, max_size=max_size)
-        frames = self._decoder.feed(data)
+            decoder = self._decoder = FrameDecoder(length=length, has_tpdu=has_tpdu, has_header=has_header,
+                                                   max_size=max_size, offset=self._offset)
+        frames = decoder.feed(data)
+        if decoder.error is None and not decoder.pending:  # nothing held: an idle end keeps no decoder
+            self._offset = decoder.offset
+            self._decoder = None
         if not frames:
             return
         if self._ready:

@@ -319,6 +319,24 @@ async def test_memory_pair_eof_close_and_garbage():
         await e.send(Frame(None, None, bytes(5000)))
 
 
+async def test_memory_pair_garbage_after_frames_names_its_stream_offset():
+    """Between frames an idle end lets go of its decoder; the stream offset still counts every byte."""
+    a, b = memory_pair()
+    for frame in (REQUEST, REPLY):
+        await a.send(frame)
+        assert await asyncio.wait_for(b.receive(), WAIT) == frame
+    raw = encode_frame(REQUEST)
+    await a.send_bytes(raw[:7])  # a frame split over two writes, idle in between
+    await asyncio.sleep(0)
+    await a.send_bytes(raw[7:])
+    assert await asyncio.wait_for(b.receive(), WAIT) == REQUEST
+    await a.send_bytes(b"\x00\x10\x99" + bytes(15))
+    with pytest.raises(FramingError, match="TPDU id 99") as err:
+        await asyncio.wait_for(b.receive(), WAIT)
+    assert err.value.offset == len(encode_frame(REQUEST)) * 2 + len(encode_frame(REPLY)) + 2
+    assert b.closed
+
+
 async def test_memory_pair_a_cancelled_receive_loses_nothing_and_one_receive_at_a_time():
     a, b = memory_pair()
     with pytest.raises(TimeoutError):
