@@ -1,12 +1,11 @@
-"""The Journal class: every state change is one SQLite transaction, committed with synchronous=FULL."""
+"""The Journal class, the file backend: every state change is one SQLite transaction, committed with
+synchronous=FULL. (":memory:" opens a MemoryJournal instead: see memory.py.)"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -15,16 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from protocol import codes
 from protocol.message import mask_pan
 
 from . import schema
+from .memory import MemoryJournal
 from .records import (
     COUNTED_STATUSES,
-    INTENT_KINDS,
-    REVERSAL_REASONS,
-    SIGNATURE_STATUSES,
-    TXN_KINDS,
     BatchItem,
     Intent,
     JournalError,
@@ -36,59 +31,34 @@ from .records import (
     Transaction,
     UnsignedItem,
 )
-from .vault import Vault, mask_text, mask_value
+from .rules import (
+    LIVE_STATUSES,
+    MAX_EVENTS,
+    OWED_SIGNATURES,
+    REVERSED,
+    check_identity,
+    check_intent,
+    check_pending,
+    check_reason,
+    check_signature,
+    check_signed_in,
+    check_slips,
+    event_limit,
+    event_out,
+    mask_receipt,
+    next_batch,
+    normalise_fields,
+    not_processed,
+    opening,
+    receipt_limit,
+    reversal_fields,
+    six,
+    sorted_json,
+)
+from .vault import Vault, mask_value
 
-#: Binary fields of a stored reversal (hex in the sealed JSON, bytes when handed out).
-_BINARY_FIELDS = frozenset({52, 55, 62, 64})
-#: Fields a reversal must never carry (cup-pos: no track or PIN data; a host answers 30).
-_FORBIDDEN_REVERSAL_FIELDS = frozenset({35, 36, 52})
-#: Reversal answers meaning the host did not process the 0400: it stays owed and is sent again.
-_NOT_PROCESSED = frozenset({codes.Action.RETRY_LATER, codes.Action.SIGN_IN, codes.Action.PARAMETERS,
-                            codes.Action.STOP})
-#: Reversal answers meaning nothing is (or stays) charged: 00, and 25 (the host never saw the original).
-_REVERSED = frozenset({"00", "25"})
-_SIX_DIGITS = re.compile(r"\d{6}")
 #: UPDATE ... RETURNING (SQLite 3.35): a STAN taken in one statement.
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
-_IDENTITY_FIELDS = ("mid", "merchant_name", "firmware", "settlement_type", "operator")
-#: Events kept; older ones are pruned (the log is for diagnosis, not the record of money).
-MAX_EVENTS = 100_000
-#: The most events one query returns.
-MAX_EVENT_QUERY = 1_000
-
-
-#: json.dumps(..., sort_keys=True) builds a new encoder on every call; this one is built once and
-#: writes the same text.
-_sorted_json = json.JSONEncoder(sort_keys=True).encode
-
-
-@functools.cache
-def _memory_image() -> bytes | None:
-    """An empty journal's database image, made once per process, or None where SQLite cannot load one.
-
-    A fleet of in-memory journals (possim load, the fleet benchmark) opened each by running the ~30
-    statements of the schema: about 2.5 ms apiece, 25 s for 10,000 terminals. Loading this image
-    (`Connection.deserialize`) gives the same empty schema in about a third of the time and memory.
-    """
-    template = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        if not hasattr(template, "serialize"):
-            return None
-        template.execute(f"PRAGMA page_size={schema.PAGE_SIZE}")
-        template.execute("BEGIN")
-        schema.create(template, 0.0)
-        template.execute("COMMIT")
-        return template.serialize()
-    except sqlite3.Error:
-        return None
-    finally:
-        template.close()
-
-
-def _six(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _SIX_DIGITS.fullmatch(value):
-        raise ValueError(f"{what} must be 6 digits, got {value!r}")
-    return value
 
 
 class Journal:
@@ -115,18 +85,18 @@ class Journal:
     # ------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, *, tid: str, mid: str, pan_key: bytes,
-             clock: Callable[[], float] = time.time) -> Journal:
-        """Open (or create) the journal at `path` (":memory:" for tests).
+             clock: Callable[[], float] = time.time) -> Journal | MemoryJournal:
+        """Open (or create) the journal at `path`; ":memory:" gives a `MemoryJournal` (the same calls and
+        answers, in process memory: load runs, fleets, tests).
 
         Refuses, with a JournalError naming the file: a file that is not SQLite, an SQLite file that is
         not a terminal journal, a newer schema, another terminal's journal, a different card-data key.
         """
         path = str(path)
-        if not tid or not isinstance(tid, str) or not mid or not isinstance(mid, str):
-            raise ValueError("tid and mid must be non-empty strings")
-        vault = Vault(pan_key, tid)
-        memory = path == ":memory:"
-        if not memory and not os.path.exists(path):
+        if path == ":memory:":
+            return MemoryJournal.open(path, tid=tid, mid=mid, pan_key=pan_key, clock=clock)
+        vault = opening(tid, mid, pan_key)
+        if not os.path.exists(path):
             try:  # card data and wrapped keys live here: readable by the owner only
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             except FileExistsError:
@@ -136,24 +106,16 @@ class Journal:
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            image = _memory_image() if memory else None
-            if image is not None:
-                conn.deserialize(image)  # the empty schema, without parsing its DDL again
-                conn.execute("UPDATE schema_version SET applied_at = ?", (clock(),))
             conn.execute(f"PRAGMA page_size={schema.PAGE_SIZE}")  # takes effect only on a new file
             conn.execute(f"PRAGMA cache_size=-{schema.CACHE_KIB}")
-            conn.execute("PRAGMA journal_mode=MEMORY" if memory else "PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            # A file keeps deleted card data on disk unless freed pages are zeroed; an in-memory journal
-            # dies with the process, so zeroing is pure cost there (a third of a sale's journal time).
-            conn.execute("PRAGMA secure_delete=OFF" if memory else "PRAGMA secure_delete=ON")
+            conn.execute("PRAGMA secure_delete=ON")  # deleted card data does not stay on disk
             conn.execute("PRAGMA foreign_keys=OFF")  # a migration rebuilds tables
-            if not memory:
-                problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
-                if problems != ["ok"]:
-                    raise JournalError(f"journal {path} is damaged: {'; '.join(problems)}")
-            migrated = cls._prepare(conn, path, tid=tid, mid=mid, vault=vault, now=clock())
-            if migrated and not memory:
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise JournalError(f"journal {path} is damaged: {'; '.join(problems)}")
+            if cls._prepare(conn, path, tid=tid, mid=mid, vault=vault, now=clock()):
                 conn.execute("VACUUM")  # no page of the old layout (clear reversal fields) survives
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -319,9 +281,7 @@ class Journal:
 
     def set_identity(self, **values: Any) -> None:
         """Update mid, merchant_name, firmware, settlement_type and/or operator."""
-        unknown = set(values) - set(_IDENTITY_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown identity fields: {', '.join(sorted(unknown))}")
+        check_identity(values)
         if not values:
             return
         assignments = ", ".join(f"{k} = ?" for k in values)
@@ -365,7 +325,7 @@ class Journal:
 
     def set_batch(self, batch: str) -> None:
         """Adopt the batch number the host gave (sign-in 60.2)."""
-        _six(batch, "batch")
+        six(batch, "batch")
         with self._tx() as db:
             old = db.execute("SELECT batch FROM identity WHERE id = 1").fetchone()[0]
             if old != batch:
@@ -381,15 +341,15 @@ class Journal:
         """
         with self._tx() as db:
             current = db.execute("SELECT batch FROM identity WHERE id = 1").fetchone()[0]
-            target = current if settled_batch is None else _six(settled_batch, "batch")
+            target = current if settled_batch is None else six(settled_batch, "batch")
             settled = db.execute("SELECT 1 FROM settlement WHERE batch = ?", (current,)).fetchone() is not None
             if target == current and settled:
-                value = f"{int(current) % 999_999 + 1:06d}"
+                value = next_batch(current)
                 db.execute("UPDATE identity SET batch = ? WHERE id = 1", (value,))
                 self._event(db, "batch.advanced", {"from": current, "to": value})
                 return value
             last = db.execute("SELECT batch FROM settlement ORDER BY rowid DESC LIMIT 1").fetchone()
-            if last is not None and f"{int(last[0]) % 999_999 + 1:06d}" == current and target in (current, last[0]):
+            if last is not None and next_batch(last[0]) == current and target in (current, last[0]):
                 return current  # already advanced past the last settled batch
             if target != current:
                 raise JournalError(f"journal {self.path}: cannot advance from batch {target}: the current batch is "
@@ -400,9 +360,7 @@ class Journal:
     def set_signed_in(self, *, wrapped_keys: bytes, key_mode: str, batch: str) -> None:
         """Signed in: the working keys exactly as field 62 brought them (still wrapped under the TMK, never
         in clear), the key mode and the host's batch, in one step."""
-        if not isinstance(wrapped_keys, bytes | bytearray) or not wrapped_keys:
-            raise ValueError("wrapped_keys must be the non-empty bytes of field 62")
-        _six(batch, "batch")
+        check_signed_in(wrapped_keys, batch)
         now = self._clock()
         with self._tx() as db:
             db.execute("UPDATE identity SET signed_in = 1, signed_in_at = ?, last_activity_at = ?, wrapped_keys = ?, "
@@ -455,26 +413,11 @@ class Journal:
         Call it after building the request and before sending it; if it raises, do not send. `reversal`
         None (the FM-13 fault switch) journals the transaction without protection. Returns the txn id.
         """
-        if kind not in TXN_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(TXN_KINDS)}, got {kind!r}")
-        _six(stan, "stan")
-        _six(batch, "batch")
-        if not isinstance(amount_fen, int) or isinstance(amount_fen, bool) or amount_fen < 0:
-            raise ValueError(f"amount_fen must be a non-negative int, got {amount_fen!r}")
-        if not isinstance(pan, str) or not pan.isdigit() or len(pan) > 19:
-            raise ValueError("pan must be a string of at most 19 digits")
-        if kind != "sale" and not original_stan:
-            raise ValueError(f"a {kind} needs original_stan")
-        if original_stan:
-            _six(original_stan, "original_stan")
-        if original_batch:
-            _six(original_batch, "original_batch")
-        if reason not in REVERSAL_REASONS:
-            raise ValueError(f"reason must be one of {', '.join(REVERSAL_REASONS)}, got {reason!r}")
+        check_pending(kind, stan, batch, amount_fen, pan, original_stan, original_batch, reason)
         sealed_fields = None
         if reversal is not None:
-            fields = _normalise_fields(reversal)
-            sealed_fields = self._vault.seal(_sorted_json(fields).encode(), stan=stan, batch=batch,
+            fields = normalise_fields(reversal)
+            sealed_fields = self._vault.seal(sorted_json(fields).encode(), stan=stan, batch=batch,
                                              purpose="reversal")
         sealed_card = self._vault.seal(f"{pan}|{expiry}".encode(), stan=stan, batch=batch)
         now = self._clock()
@@ -512,7 +455,7 @@ class Journal:
                              "WHERE batch = ? AND stan = ?", (batch, stan)).fetchone()
             if row is None:
                 raise JournalError(f"journal {self.path}: no transaction {batch}/{stan} to record a reply for")
-            if row["status"] not in ("pending", "reversal_pending"):
+            if row["status"] not in LIVE_STATUSES:
                 if row["status"] == status and row["rc"] == rc:
                     return
                 raise JournalError(f"journal {self.path}: transaction {batch}/{stan} is already {row['status']}; "
@@ -554,8 +497,7 @@ class Journal:
 
     def set_reversal_reason(self, stan: str, batch: str, reason: str) -> None:
         """No usable reply (timeout 98, MAC failed A0, other 06): the reversal is now due, for this reason."""
-        if reason not in REVERSAL_REASONS:
-            raise ValueError(f"reason must be one of {', '.join(REVERSAL_REASONS)}, got {reason!r}")
+        check_reason(reason)
         with self._tx() as db:
             row = self._pending_row(db, stan, batch)
             if row["protected"]:
@@ -570,7 +512,7 @@ class Journal:
                          "ON r.txn_id = t.id WHERE t.batch = ? AND t.stan = ?", (batch, stan)).fetchone()
         if row is None:
             raise JournalError(f"journal {self.path}: no transaction {batch}/{stan}")
-        if row["status"] not in ("pending", "reversal_pending"):
+        if row["status"] not in LIVE_STATUSES:
             raise JournalError(f"journal {self.path}: transaction {batch}/{stan} is already {row['status']}")
         return row
 
@@ -584,11 +526,8 @@ class Journal:
             clear = self._vault.open(row["fields_enc"], stan=row["stan"], batch=row["batch"], purpose="reversal")
             if clear is None:
                 raise JournalError(f"journal {self.path}: the reversal of STAN {row['stan']} does not decrypt")
-            raw = json.loads(clear)
-            fields: dict[int, str | bytes] = {
-                int(k): (bytes.fromhex(v) if int(k) in _BINARY_FIELDS else v) for k, v in raw.items()}
-            fields[39] = row["reason"]
-            out.append(PendingReversal(row["stan"], row["batch"], dict(sorted(fields.items())), row["reason"],
+            fields = reversal_fields(json.loads(clear), row["reason"])
+            out.append(PendingReversal(row["stan"], row["batch"], fields, row["reason"],
                                        row["attempts"], row["last_attempt"], row["last_rc"], row["kind"],
                                        row["amount_fen"]))
         return out
@@ -613,12 +552,11 @@ class Journal:
             row = db.execute("SELECT txn_id FROM reversal WHERE batch = ? AND stan = ?", (batch, stan)).fetchone()
             if row is None:
                 return True
-            if outcome not in _REVERSED and (not outcome or outcome == "30"
-                                              or codes.lookup(outcome).action in _NOT_PROCESSED):
+            if not_processed(outcome):
                 db.execute("UPDATE reversal SET last_rc = ? WHERE txn_id = ?", (outcome, row[0]))
                 self._event(db, "reversal.not_processed", {"stan": stan, "batch": batch, "rc": outcome})
                 return False
-            status = "reversed" if outcome in _REVERSED else "reversal_refused"
+            status = "reversed" if outcome in REVERSED else "reversal_refused"
             db.execute("DELETE FROM reversal WHERE txn_id = ?", (row[0],))
             db.execute("UPDATE txn SET status = ?, reversal_rc = ?, updated_at = ? WHERE id = ?",
                        (status, outcome, now, row[0]))
@@ -661,8 +599,7 @@ class Journal:
 
     def set_signature(self, stan: str, batch: str, status: str, *, image: bytes | None = None) -> None:
         """Signature status: not_required, pending, signed (with the image), unsigned, uploaded."""
-        if status not in SIGNATURE_STATUSES:
-            raise ValueError(f"signature status must be one of {', '.join(SIGNATURE_STATUSES)}, got {status!r}")
+        check_signature(status)
         with self._tx() as db:
             if image is not None:
                 cur = db.execute("UPDATE txn SET signature = ?, signature_image = ?, updated_at = ? WHERE batch = ? "
@@ -678,7 +615,7 @@ class Journal:
         """Approved transactions of the batch still owed a signature (unsigned, or pending when a crash cut the
         capture short). A voided sale needs none any more."""
         rows = self._q("SELECT stan, pan_masked, amount_fen, kind, signature FROM txn WHERE batch = ? AND "
-                       "signature IN ('unsigned', 'pending') AND status = 'approved' ORDER BY id", (batch,))
+                       f"signature IN {schema._in(OWED_SIGNATURES)} AND status = 'approved' ORDER BY id", (batch,))
         return [UnsignedItem(r["stan"], r["pan_masked"], r["amount_fen"], r["kind"], r["signature"]) for r in rows]
 
     def unsigned_stans(self, batch: str) -> list[str]:
@@ -727,12 +664,10 @@ class Journal:
         `pan`, when the caller holds the clear card number, spares decrypting it from the transaction
         row to mask it; every other card number in the text is masked as `store_receipt` does.
         """
-        for kind, text, _ in slips:
-            if not kind or not isinstance(text, str):
-                raise ValueError("a receipt needs a kind and its text")
+        check_slips(slips)
         if pan is None and stan and batch:
             pan = self._pan_of(stan, batch)
-        masked = [(kind, self._mask_receipt(text, pan), copy) for kind, text, copy in slips]
+        masked = [(kind, mask_receipt(text, pan, self._keep), copy) for kind, text, copy in slips]
         now = self._clock()
         stored = []
         with self._tx() as db:
@@ -746,11 +681,6 @@ class Journal:
     def _pan_of(self, stan: str, batch: str) -> str | None:
         row = self._q1("SELECT stan, batch, pan_enc FROM txn WHERE batch = ? AND stan = ?", (batch, stan))
         return None if row is None else self._card(row["pan_enc"], row["stan"], row["batch"])[0]
-
-    def _mask_receipt(self, text: str, pan: str | None) -> str:
-        if pan and len(pan) > 10:
-            text = text.replace(pan, mask_pan(pan))
-        return mask_text(text, keep=self._keep)
 
     def mark_printed(self, receipt: StoredReceipt | int | str, *, stan: str | None = None, batch: str | None = None,
                      copy: str | None = None) -> None:
@@ -812,7 +742,7 @@ class Journal:
             where.append("batch = ?")
             params.append(batch)
         sql = "SELECT * FROM receipt" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
-        rows = self._q(sql, (*params, max(1, min(limit, MAX_EVENT_QUERY))))
+        rows = self._q(sql, (*params, receipt_limit(limit)))
         return [r for r in (self._receipt(row) for row in reversed(rows)) if r is not None]
 
     # ------------------------------------------------------------------------------------------
@@ -825,11 +755,9 @@ class Journal:
         A settlement intent for a batch that already has a settlement record and no open intent is a
         JournalError: a batch is settled once.
         """
-        if kind not in INTENT_KINDS:
-            raise ValueError(f"intent kind must be one of {', '.join(INTENT_KINDS)}, got {kind!r}")
-        _six(batch, "batch")
+        check_intent(kind, batch)
         data = mask_value(dict(data or {}), keep=self._keep)
-        payload = _sorted_json(data)
+        payload = sorted_json(data)
         now = self._clock()
         with self._tx() as db:
             row = db.execute("SELECT * FROM intent WHERE open = 1 AND kind = ? AND batch = ?", (kind, batch)).fetchone()
@@ -866,7 +794,7 @@ class Journal:
             merged = {**json.loads(row["data"]), **mask_value(dict(data or {}), keep=self._keep)}
             now = self._clock()
             db.execute("UPDATE intent SET step = ?, data = ?, updated_at = ? WHERE id = ?",
-                       (step, _sorted_json(merged), now, intent_id))
+                       (step, sorted_json(merged), now, intent_id))
         return Intent(intent_id, row["kind"], row["batch"], merged, step, row["created_at"], now)
 
     def complete_intent(self, intent: Intent | int, outcome: str = "done") -> None:
@@ -886,7 +814,7 @@ class Journal:
                           uploaded: int, stan: str | None = None) -> None:
         """The host's settlement answer for a batch. One record per batch: a resumed settlement answered
         again updates it (host totals, upload) and counts the answer, it never adds a second one."""
-        _six(batch, "batch")
+        six(batch, "batch")
         with self._tx() as db:
             self._record_settlement(db, batch, result, terminal_totals, host_totals, uploaded, stan)
 
@@ -909,7 +837,7 @@ class Journal:
             current = db.execute("SELECT batch FROM identity WHERE id = 1").fetchone()[0]
             self._record_settlement(db, intent.batch, result, terminal_totals, host_totals, uploaded, stan)
             if current == intent.batch:
-                current = f"{int(current) % 999_999 + 1:06d}"
+                current = next_batch(current)
                 db.execute("UPDATE identity SET batch = ?, last_activity_at = ? WHERE id = 1",
                            (current, self._clock()))
                 self._event(db, "batch.advanced", {"from": intent.batch, "to": current})
@@ -951,7 +879,7 @@ class Journal:
     # ------------------------------------------------------------------------------------------
     def _event(self, db: sqlite3.Connection, kind: str, detail: dict[str, Any]) -> None:
         cur = db.execute("INSERT INTO event (at, kind, detail) VALUES (?, ?, ?)",
-                         (self._clock(), kind, _sorted_json(mask_value(detail, keep=self._keep))))
+                         (self._clock(), kind, sorted_json(mask_value(detail, keep=self._keep))))
         last = int(cur.lastrowid or 0)
         if last % 1024 == 0 and last > MAX_EVENTS:
             db.execute("DELETE FROM event WHERE id <= ?", (last - MAX_EVENTS,))
@@ -979,13 +907,12 @@ class Journal:
         if since is not None:
             where.append("at >= ?")
             params.append(since)
-        limit = max(1, min(int(limit), MAX_EVENT_QUERY))
+        limit = event_limit(limit)
         sql = "SELECT id, at, kind, detail FROM event" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._q(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
         out = []
         for r in reversed(rows):
-            detail = json.loads(r["detail"])
-            out.append({**detail, "id": r["id"], "at": r["at"], "kind": r["kind"], "detail": detail})
+            out.append(event_out(r["id"], r["at"], r["kind"], json.loads(r["detail"])))
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -1019,22 +946,3 @@ class Journal:
         row = self._q1(sql, params)
         return int(row[0]) if row else 0
 
-
-def _normalise_fields(fields: dict[Any, Any]) -> dict[str, str]:
-    """The 0400's fields as JSON-able {"2": "...", ...}; binary values as upper-case hex; 39 kept apart."""
-    out: dict[str, str] = {}
-    for key, value in fields.items():
-        try:
-            number = int(key)
-        except (TypeError, ValueError):
-            raise ValueError(f"reversal field numbers must be integers, got {key!r}") from None
-        if not 2 <= number <= 128:
-            raise ValueError(f"reversal field {number} is not an ISO 8583 data field")
-        if number in _FORBIDDEN_REVERSAL_FIELDS:
-            raise ValueError(f"a reversal must not carry field {number} (track or PIN data)")
-        if number == 39:
-            continue  # the reason is kept apart and can change (98 -> A0)
-        if isinstance(value, bytes | bytearray):
-            value = bytes(value).hex().upper()
-        out[str(number)] = str(value)
-    return out
