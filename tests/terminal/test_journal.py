@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from terminal.journal import SCHEMA_VERSION, Journal, JournalError, JournalFull
+from terminal.journal import SCHEMA_VERSION, Journal, JournalError, JournalFull, MemoryJournal
 
 ROOT = Path(__file__).resolve().parents[2]
 TID, MID = "10000001", "898100012340001"
@@ -47,8 +47,24 @@ class Clock:
         return self.now
 
 
-def open_journal(path: Path | str, clock: Clock | None = None, key: bytes = KEY) -> Journal:
+def open_journal(path: Path | str, clock: Clock | None = None, key: bytes = KEY) -> Journal | MemoryJournal:
     return Journal.open(path, tid=TID, mid=MID, pan_key=key, clock=clock or Clock())
+
+
+@pytest.fixture(params=["file", "memory"])
+def new_journal(request, tmp_path):
+    """Opens journals of the test's backend: an SQLite file under tmp_path, or a MemoryJournal (":memory:").
+    Tests that need a file (reopening, its bytes, damage, migration, kills) use `open_journal` on a path."""
+    made: list[Journal | MemoryJournal] = []
+
+    def new(clock: Clock | None = None, key: bytes = KEY) -> Journal | MemoryJournal:
+        made.append(open_journal(tmp_path / f"j{len(made)}.sqlite" if request.param == "file" else ":memory:",
+                                 clock, key))
+        return made[-1]
+
+    yield new
+    for j in made:
+        j.close()
 
 
 def reversal_fields(stan: str, amount: int, batch: str = "000001", pan: str = PAN) -> dict[str, str]:
@@ -96,16 +112,16 @@ def test_reversal_is_durable_before_the_request_and_cleared_by_the_reply(tmp_pat
     assert (txn.status, txn.rc, txn.rrn, txn.auth_code) == ("approved", "00", "1" * 12, "A1")
 
 
-def test_a_declined_reply_also_clears_the_reversal_and_counts_nowhere(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_a_declined_reply_also_clears_the_reversal_and_counts_nowhere(new_journal):
+    j = new_journal()
     pending(j, j.next_stan(), 500)
     j.record_reply(stan="000001", batch=j.batch, rc="51", approved=False)
     assert j.pending_reversals() == [] and j.transaction("000001", j.batch).status == "declined"
     assert j.batch_totals(j.batch) == (0, 0, 0, 0)
 
 
-def test_an_unanswered_request_owes_its_reversal_with_the_reason_and_counts_attempts(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_an_unanswered_request_owes_its_reversal_with_the_reason_and_counts_attempts(new_journal):
+    j = new_journal()
     pending(j, j.next_stan(), 700)
     j.set_reversal_reason("000001", j.batch, "A0")  # the reply's MAC did not verify
     assert j.transaction("000001", j.batch).status == "reversal_pending"
@@ -120,16 +136,16 @@ def test_an_unanswered_request_owes_its_reversal_with_the_reason_and_counts_atte
     assert j.batch_totals(j.batch) == (0, 0, 0, 0)
 
 
-def test_an_unverified_refusal_keeps_the_reversal(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_an_unverified_refusal_keeps_the_reversal(new_journal):
+    j = new_journal()
     pending(j, j.next_stan(), 700)
     j.record_refusal(stan="000001", batch=j.batch, rc="A0")
     assert j.transaction("000001", j.batch).status == "reversal_pending"
     assert [r.stan for r in j.pending_reversals()] == ["000001"]
 
 
-def test_a_reversal_answered_96_stays_owed_one_refused_needs_a_person(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_a_reversal_answered_96_stays_owed_one_refused_needs_a_person(new_journal):
+    j = new_journal()
     for amount in (100, 200):
         pending(j, j.next_stan(), amount)
     assert j.clear_reversal("000001", j.batch, "96") is False  # maintenance: not processed
@@ -145,8 +161,8 @@ def test_a_reversal_answered_96_stays_owed_one_refused_needs_a_person(tmp_path):
     assert j.transaction("000001", j.batch).status == "reversed"
 
 
-def test_reversals_come_out_oldest_first_one_per_original(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_reversals_come_out_oldest_first_one_per_original(new_journal):
+    j = new_journal()
     for amount in (300, 100, 200):
         pending(j, j.next_stan(), amount)
     j.set_reversal_reason("000002", j.batch, "06")
@@ -156,23 +172,23 @@ def test_reversals_come_out_oldest_first_one_per_original(tmp_path):
     assert len(j.pending_reversals()) == 3 and j.transaction("000002", j.batch).amount_fen == 100
 
 
-def test_a_reversal_with_track_or_pin_data_is_refused_and_nothing_is_recorded(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_a_reversal_with_track_or_pin_data_is_refused_and_nothing_is_recorded(new_journal):
+    j = new_journal()
     fields = {**reversal_fields("000001", 100), "35": PAN + "D3012201"}
     with pytest.raises(ValueError, match="field 35"):
         j.record_pending(kind="sale", stan="000001", batch=j.batch, amount_fen=100, pan=PAN, reversal=fields)
     assert j.transactions() == [] and j.pending_reversals() == []
 
 
-def test_binary_reversal_fields_round_trip_as_bytes(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_binary_reversal_fields_round_trip_as_bytes(new_journal):
+    j = new_journal()
     fields = {**reversal_fields("000001", 100), 55: b"\x9f\x26\x08\x01"}
     j.record_pending(kind="sale", stan="000001", batch=j.batch, amount_fen=100, pan=PAN, reversal=fields)
     assert j.pending_reversals()[0].fields[55] == b"\x9f\x26\x08\x01"
 
 
-def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_bad_arguments_are_refused_before_anything_is_written(new_journal):
+    j = new_journal()
     with pytest.raises(ValueError, match="kind"):
         j.record_pending(kind="preauth", stan="000001", batch=j.batch, amount_fen=1, pan=PAN)
     with pytest.raises(ValueError, match="stan"):
@@ -188,8 +204,8 @@ def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
     assert j.transactions() == []
 
 
-def test_a_reply_cannot_overturn_a_settled_outcome(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_a_reply_cannot_overturn_a_settled_outcome(new_journal):
+    j = new_journal()
     pending(j, j.next_stan(), 100)
     approve(j, "000001")
     approve(j, "000001")  # the same reply recorded twice: harmless
@@ -231,8 +247,8 @@ def test_two_openers_of_one_file_never_share_a_stan(tmp_path):
     b.close()
 
 
-def test_batch_is_set_by_sign_in_and_advances_only_past_a_settled_batch(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_batch_is_set_by_sign_in_and_advances_only_past_a_settled_batch(new_journal):
+    j = new_journal()
     assert j.batch == "000001"
     j.set_signed_in(wrapped_keys=b"\x01" * 60, key_mode="004", batch="000041")
     assert j.batch == "000041"
@@ -248,8 +264,8 @@ def test_batch_is_set_by_sign_in_and_advances_only_past_a_settled_batch(tmp_path
         j.set_batch("42")
 
 
-def test_batch_number_wraps(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_batch_number_wraps(new_journal):
+    j = new_journal()
     j.set_batch("999999")
     j.record_settlement("999999", result="balanced", terminal_totals="0" * 62, host_totals=None, uploaded=0)
     assert j.advance_batch() == "000001"
@@ -282,9 +298,9 @@ def test_identity_keeps_keys_wrapped_exactly_as_field_62_brought_them(tmp_path):
     assert [e["kind"] for e in j.events(prefix="signed_")] == ["signed_in", "signed_out"]
 
 
-def test_timestamps_come_from_the_injected_clock(tmp_path):
+def test_timestamps_come_from_the_injected_clock(new_journal):
     clock = Clock(start=5_000.0)
-    j = open_journal(tmp_path / "j.sqlite", clock)
+    j = new_journal(clock)
     pending(j, j.next_stan(), 100)
     txn = j.transaction("000001", j.batch)
     assert 5_000.0 < txn.created_at <= clock.now
@@ -351,8 +367,8 @@ def test_the_journal_file_is_readable_by_its_owner_only(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_batch_totals_and_records_follow_the_dialect_rules(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_batch_totals_and_records_follow_the_dialect_rules(new_journal):
+    j = new_journal()
     for amount in (1000, 2000, 4000, 8000):
         pending(j, j.next_stan(), amount)
     for stan in ("000001", "000002", "000003"):
@@ -380,8 +396,8 @@ def test_batch_totals_and_records_follow_the_dialect_rules(tmp_path):
     assert [t.stan for t in j.transactions(j.batch, status="pending")] == ["000008"]
 
 
-def test_a_sale_refunded_in_full_is_refunded_and_still_a_debit(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_a_sale_refunded_in_full_is_refunded_and_still_a_debit(new_journal):
+    j = new_journal()
     pending(j, j.next_stan(), 1000)
     approve(j, "000001")
     for amount in (400, 600):
@@ -393,8 +409,8 @@ def test_a_sale_refunded_in_full_is_refunded_and_still_a_debit(tmp_path):
     assert j.batch_totals(j.batch) == (1000, 1, 1000, 2)
 
 
-def test_a_refund_of_an_earlier_batch_finds_its_sale_by_batch_and_stan(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_a_refund_of_an_earlier_batch_finds_its_sale_by_batch_and_stan(new_journal):
+    j = new_journal()
     pending(j, j.next_stan(), 1000)
     approve(j, "000001")
     j.record_settlement("000001", result="balanced", terminal_totals="0" * 62, host_totals=None, uploaded=0)
@@ -407,16 +423,16 @@ def test_a_refund_of_an_earlier_batch_finds_its_sale_by_batch_and_stan(tmp_path)
     assert j.find_transaction("000002").original_batch == "000001"
 
 
-def test_an_unprotected_request_stays_pending_without_a_reversal(tmp_path):
+def test_an_unprotected_request_stays_pending_without_a_reversal(new_journal):
     """The FM-13 fault switch turns reversals off: the journal says what is unknown, and owes nothing."""
-    j = open_journal(tmp_path / "j.sqlite")
+    j = new_journal()
     pending(j, j.next_stan(), 100, protected=False)
     j.set_reversal_reason("000001", j.batch, "98")
     assert j.transaction("000001", j.batch).status == "pending" and j.pending_reversals() == []
 
 
-def test_signature_statuses_and_the_unsigned_list(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_signature_statuses_and_the_unsigned_list(new_journal):
+    j = new_journal()
     for amount in (100, 200, 300):
         pending(j, j.next_stan(), amount)
         approve(j, j.stan)
@@ -439,8 +455,8 @@ def test_signature_statuses_and_the_unsigned_list(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_receipts_pending_printed_and_reprinted(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_receipts_pending_printed_and_reprinted(new_journal):
+    j = new_journal()
     pending(j, j.next_stan(), 100)
     approve(j, "000001")
     merchant = j.store_receipt("transaction", "MERCHANT COPY", stan="000001", batch=j.batch, copy="merchant")
@@ -482,8 +498,8 @@ def test_intents_survive_a_restart_and_are_not_duplicated(tmp_path):
         j.begin_intent("lunch", j.batch)
 
 
-def test_intent_steps_merge_with_what_is_stored(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_intent_steps_merge_with_what_is_stored(new_journal):
+    j = new_journal()
     intent = j.begin_intent("batch_upload", j.batch, {"records": 12})
     j.intent_step(intent, "sent", {"messages": 1})
     j.intent_step(intent, "sent", {"messages_acked": 1})  # the stale object does not lose the first step
@@ -518,8 +534,8 @@ def test_a_batch_is_settled_once_even_when_the_settlement_is_resumed(tmp_path):
         j.begin_intent("settlement", "000001")
 
 
-def test_complete_settlement_is_one_step_and_repeatable(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_complete_settlement_is_one_step_and_repeatable(new_journal):
+    j = new_journal()
     pending(j, j.next_stan(), 1000)
     approve(j, "000001")
     intent = j.begin_intent("settlement", j.batch)
@@ -532,16 +548,16 @@ def test_complete_settlement_is_one_step_and_repeatable(tmp_path):
     assert j.last_settlement().uploaded == 1
 
 
-def test_complete_sign_off_signs_out_and_closes_the_intent_together(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_complete_sign_off_signs_out_and_closes_the_intent_together(new_journal):
+    j = new_journal()
     j.set_signed_in(wrapped_keys=b"k" * 60, key_mode="004", batch="000001")
     intent = j.begin_intent("sign_off", j.batch, {"stan": j.next_stan()})
     j.complete_sign_off(intent)
     assert j.open_intents() == [] and j.summary()["signed_in"] is False
 
 
-def test_settlement_report_shows_unsigned_transactions_and_the_voucher(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_settlement_report_shows_unsigned_transactions_and_the_voucher(new_journal):
+    j = new_journal()
     for amount in (1000, 2500):
         pending(j, j.next_stan(), amount)
         approve(j, j.stan)
@@ -563,8 +579,8 @@ def test_settlement_report_shows_unsigned_transactions_and_the_voucher(tmp_path)
 # ----------------------------------------------------------------------------------------------
 
 
-def test_events_are_bounded_filtered_and_keep_their_own_kind(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_events_are_bounded_filtered_and_keep_their_own_kind(new_journal):
+    j = new_journal()
     for i in range(30):
         j.event("printer.fault", {"kind": "out_of_paper", "n": i})
     j.event("reader.error", {"reason": "worn"})
@@ -576,8 +592,8 @@ def test_events_are_bounded_filtered_and_keep_their_own_kind(tmp_path):
     assert [e["n"] for e in j.events(since=faults[-1]["at"], kind="printer.fault")] == [29]
 
 
-def test_summary_and_status_for_the_cli_and_the_daemon(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_summary_and_status_for_the_cli_and_the_daemon(new_journal):
+    j = new_journal()
     j.set_signed_in(wrapped_keys=b"k" * 60, key_mode="004", batch="000003")
     pending(j, j.next_stan(), 100)
     pending(j, j.next_stan(), 200)
@@ -689,8 +705,8 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing_committed(tmp_path):
     assert j.transaction(last, "000001").amount_fen == 42 and j.stan == last
 
 
-def test_a_closed_journal_says_so(tmp_path):
-    j = open_journal(tmp_path / "j.sqlite")
+def test_a_closed_journal_says_so(new_journal):
+    j = new_journal()
     j.close()
     j.close()
     with pytest.raises(JournalError, match="is closed"):
@@ -699,8 +715,9 @@ def test_a_closed_journal_says_so(tmp_path):
         j.pending_reversals()
 
 
-def test_an_in_memory_journal_for_tests(tmp_path):
+def test_an_in_memory_journal_for_tests():
     with Journal.open(":memory:", tid=TID, mid=MID, pan_key=KEY) as j:
+        assert isinstance(j, MemoryJournal) and repr(j) == f"<MemoryJournal :memory: tid={TID}>"
         pending(j, j.next_stan(), 100)
         assert len(j.pending_reversals()) == 1
     assert j.closed
