@@ -69,6 +69,9 @@ def luhn_ok(digits: str) -> bool:
 #: digit: twice as slow over a receipt, the largest single cost of storing one.)
 _DIGIT_RUN = re.compile(r"\d{13,}")
 _PAN_KEYS = {"pan", "card", "card_number", "account"}
+#: Values `mask_value` returns as they are whatever their key (a str of up to 10 characters is also left
+#: as it is: under a PAN key only more than 10 digits are masked, elsewhere only runs of 13 or more).
+_UNMASKED = frozenset({int, float, bool, type(None)})
 
 
 def mask_text(text: str, *, keep: frozenset[str] = frozenset()) -> str:
@@ -83,8 +86,13 @@ def mask_value(value: Any, *, keep: frozenset[str] = frozenset(), key: str = "")
         if key.lower() in _PAN_KEYS and value.isdigit() and len(value) > 10:
             return mask_pan(value)
         return value if len(value) < 13 else mask_text(value, keep=keep)  # too short to hold a PAN
-    if isinstance(value, dict):
-        return {str(k): mask_value(v, keep=keep, key=str(k)) for k, v in value.items()}
+    if isinstance(value, dict):  # an event's detail: a few scalars, most of them too short to hold a PAN
+        out = {}
+        for k, v in value.items():
+            k = k if type(k) is str else str(k)
+            kind = type(v)
+            out[k] = v if kind in _UNMASKED or (kind is str and len(v) <= 10) else mask_value(v, keep=keep, key=k)
+        return out
     if isinstance(value, list | tuple):
         return [mask_value(v, keep=keep, key=key) for v in value]
     if isinstance(value, bytes | bytearray):
