@@ -44,10 +44,6 @@ def encode_meta(version: str, size: int, sha256: str, signature: str, build_date
     return encode_device_info(VER=version, SIZE=size, SHA256=sha256, SIG=signature, DATE=build_date, CHUNK=chunk)
 
 
-def parse_meta(raw: bytes) -> dict[str, str]:
-    return parse_device_info(raw)
-
-
 def chunk_request(version: str, offset: int) -> bytes:
     """Field 62 of a chunk request."""
     return encode_device_info(VER=version, OFF=offset)
@@ -69,10 +65,6 @@ def parse_chunk_request(raw: bytes) -> tuple[str, int]:
 def chunk_trailer(offset: int, data: bytes) -> str:
     """Field 59 of a chunk reply: the offset and CRC-32 of the chunk."""
     return f"OFF={offset};CRC={zlib.crc32(data):08X}"
-
-
-def chunk_ok(trailer: str, offset: int, data: bytes) -> bool:
-    return trailer == chunk_trailer(offset, data)
 
 
 @dataclass(frozen=True)

@@ -108,8 +108,7 @@ class Slots:
             del slots.partial[offset:]
             if slots.download:
                 slots.download["offset"] = offset
-            if slots.pending is not None and slots.boot_attempts >= BOOT_ATTEMPTS:
-                slots.rollback("power lost during the first boot")
+            slots.recover()
             return slots
         slots = cls(path)
         slots.versions["A"] = factory_version
@@ -122,6 +121,13 @@ class Slots:
             return
         atomic_write(self.path, json.dumps(self.as_dict(), sort_keys=True).encode())
 
+    def recover(self) -> None:
+        """What the bootloader does at power-on: a pending slot that has used up its boot attempts (the power
+        went during its first boot) is rolled back. `load()` calls it; so does a driver that keeps its Slots
+        object across a power cut (in memory, or without reading the record again)."""
+        if self.pending is not None and self.boot_attempts >= BOOT_ATTEMPTS:
+            self.rollback("power lost during the first boot")
+
     # download ---------------------------------------------------------------------------------
     def begin_download(self, version: str, sha256: str, size: int) -> bool:
         """Start (or keep) the download of an image; True when an earlier one of the same image resumes."""
@@ -130,7 +136,8 @@ class Slots:
             return True
         self.partial = bytearray()
         self.download = {"version": version, "sha256": sha256, "size": size, "offset": 0}
-        self.save_partial()
+        self._drop_partial_file()  # before the record: a cut in between resumes the old image at 0
+        self.save()
         return False
 
     def append_chunk(self, data: bytes) -> None:
@@ -150,18 +157,16 @@ class Slots:
         self.download["offset"] = len(self.partial)
         self.save()
 
-    def save_partial(self) -> None:
-        """Rewrite the whole partial file (atomically), then the record."""
-        if self.path is not None:
-            atomic_write(self.path + ".partial", bytes(self.partial))
-        self.save()
-
     def reset_download(self) -> None:
+        """Forget the download (a bad image is never resumed)."""
         self.download = {}
         self.partial = bytearray()
+        self._drop_partial_file()
+        self.save()
+
+    def _drop_partial_file(self) -> None:
         if self.path is not None:
             Path(self.path + ".partial").unlink(missing_ok=True)
-        self.save()
 
     # install and boot -------------------------------------------------------------------------
     def image_path(self, slot: str) -> str | None:
@@ -196,8 +201,7 @@ class Slots:
         self.download = {}
         self.partial = bytearray()
         self.save()
-        if self.path is not None:
-            Path(self.path + ".partial").unlink(missing_ok=True)
+        self._drop_partial_file()
 
     def begin_boot(self) -> str:
         """Count a boot attempt of the pending slot (persisted before booting it); returns its version."""

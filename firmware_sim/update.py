@@ -12,6 +12,7 @@ its progress in `Slots` (persisted, A/B):
             session.link_lost(str(exc))            # download kept; the next session resumes
             break
         request = session.receive(reply)           # next chunk, the same chunk again, or None
+        log(session.new_events())                  # what happened since the last call (session.events: all)
     if session.state is State.VERIFIED:
         session.install()                          # into the inactive slot, marked pending
         session.reboot(boot_ok=...)                # first boot: confirm, or roll back
@@ -114,6 +115,7 @@ class UpdateSession:
         self.resumed_from: int | None = None
         self.retries = 0  # rejections of the chunk now being asked for
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self._handed_out = 0  # events already returned by new_events()
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -138,6 +140,12 @@ class UpdateSession:
         if not self.announcement:
             return 0
         return min(100, 100 * self.slots.offset // self.announcement.size)
+
+    def new_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """The events since the last call (a driver journals them as they happen); `events` keeps them all."""
+        fresh = self.events[self._handed_out:]
+        self._handed_out = len(self.events)
+        return fresh
 
     def _event(self, name: str, **detail: Any) -> None:
         self.events.append((name, detail))
@@ -239,7 +247,8 @@ class UpdateSession:
                 self._fail(str(exc), "refused")
                 return None
             self.retries += 1
-            self._event("chunk_rejected", offset=offset, reason=str(exc), attempt=self.retries)
+            self._event("chunk_rejected", version=self.announcement.version, offset=offset, reason=str(exc),
+                        attempt=self.retries)
             if self.retries > self.max_chunk_retries:
                 self._fail(f"chunk at {offset} rejected {self.retries} times: {exc}", "chunk")
                 return None

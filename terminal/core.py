@@ -975,82 +975,82 @@ class Terminal:
     async def update_firmware(self) -> OpResult:
         """Download the host's firmware in chunks, verify size, hash and signature, install into the
         inactive slot and reboot into it. Any failure (link drop, corrupt chunk, bad image, power loss,
-        failed first boot) leaves the old version running; a download resumes where it stopped."""
-        from firmware_sim.image import FirmwareError, Image, verify
-        from firmware_sim.messages import chunk_ok, chunk_request, parse_meta
+        failed first boot) leaves the old version running; a download resumes where it stopped.
+
+        The engine is `firmware_sim.update.UpdateSession` (sans I/O); this drives it over the link, journals
+        its events as `firmware.<event>` and routes its fault points through `_point("firmware.<point>")`."""
+        from firmware_sim.update import State, UpdateSession
 
         op = "update_firmware"
         if self.state not in ("signed_out", "ready"):
             return self._result(op, False, message=f"cannot update while {self.state}")
-        slots = self._slots()
         old = self.firmware
+        # public_key None: image.verify's default, the vendor key the terminal has always checked against
+        session = UpdateSession(self._slots(), running=old, fault=lambda point: self._point(f"firmware.{point}"))
         self._fire("start_update")
         self.show("FIRMWARE UPDATE", "CHECKING...")
-
-        def failed(message: str) -> OpResult:
+        installed = False
+        try:
+            rc = await self._drive_firmware_download(session)
+            if session.state is State.VERIFIED:
+                session.install()
+                installed = True
+                self._journal_firmware_events(session)
+                self._fire("update_finished")  # -> booting into the new slot
+                running = session.reboot(boot_ok=not self.firmware_boot_fails)
+                self._journal_firmware_events(session)
+                if running != self.firmware:
+                    self.set_firmware(running)
+        except BaseException:
+            session.slots.recover()  # the power went: what the bootloader finds at the next power-on
+            raise
+        if session.state is State.UP_TO_DATE:
+            self._fire("update_failed")
+            self.show("FIRMWARE UP TO DATE", self.firmware)
+            return self._result(op, True, rc=rc, message="no update available", detail={"firmware": self.firmware})
+        message = session.error or ""
+        if not installed:
             self._fire("update_failed")  # back where it was, on the old firmware
             self.show("FIRMWARE UPDATE FAILED", message[:32], f"RUNNING {self.firmware}")
-            return self._result(op, False, message=message, detail={"firmware": self.firmware})
-
-        async def ask(name: str, payload: bytes | None = None) -> Message:
-            request = catalogue.network(name, stan=self.journal.next_stan(), device_info=payload,
-                                        **self._base_fields())
-            return (await self._exchange(request)).message
-
-        try:
-            meta_reply = await ask("firmware_query")
-            if meta_reply.response_code != codes.APPROVED:
-                self._fire("update_failed")
-                self.show("FIRMWARE UP TO DATE", self.firmware)
-                return self._result(op, True, rc=meta_reply.response_code, message="no update available",
-                                    detail={"firmware": self.firmware})
-            meta = parse_meta(meta_reply[62])  # type: ignore[arg-type]
-            version, size = meta["VER"], int(meta["SIZE"])
-            if slots.download.get("version") != version or slots.download.get("sha256") != meta["SHA256"]:
-                slots.partial = bytearray()
-                slots.download = {"version": version, "sha256": meta["SHA256"], "size": size, "offset": 0}
-                slots.save_partial()
-            while len(slots.partial) < size:
-                offset = len(slots.partial)
-                for _attempt in range(3):
-                    reply = await ask("firmware_chunk", chunk_request(version, offset))
-                    data = reply.get(62)
-                    if isinstance(data, bytes) and chunk_ok(str(reply.get(59, "")), offset, data):
-                        break
-                    self.journal.event("firmware.chunk_rejected", {"version": version, "offset": offset})
-                else:
-                    return failed(f"chunk at {offset} corrupt 3 times")
-                slots.partial += data
-                slots.download["offset"] = len(slots.partial)
-                slots.save_partial()  # a link drop from here resumes at this offset
-                self.show("FIRMWARE UPDATE", f"{version} {100 * len(slots.partial) // size}%")
-            image = Image(version, meta["DATE"], size, meta["SHA256"], meta["SIG"], bytes(slots.partial))
-            verify(image)
-        except ExchangeError as exc:
-            return failed(f"download interrupted: {exc}")
-        except FirmwareError as exc:
-            slots.reset_download()
-            return failed(str(exc))
-        except (KeyError, ValueError, ProtocolError) as exc:
-            return failed(f"bad firmware announcement: {exc}")
-        self._point("firmware.install")  # a power cut here: the old slot is still the active one
-        slots.versions[slots.inactive] = version
-        slots.reset_download()
-        self._fire("update_finished")  # -> booting into the new slot
-        first_boot_ok = not self.firmware_boot_fails
-        if first_boot_ok:
-            slots.active = slots.inactive
-            slots.save()
-            self.set_firmware(version)
+            return self._result(op, False, rc=rc if session.error_check == "refused" else None, message=message,
+                                detail={"firmware": self.firmware})
         self.keys = None
         self.journal.set_signed_out()
         self._fire("boot_signed_out")
-        if not first_boot_ok:
-            self.show("FIRMWARE ROLLED BACK", f"{version} FAILED TO BOOT", f"RUNNING {old}")
-            return self._result(op, False, message=f"first boot of {version} failed: rolled back to {old}",
-                                detail={"firmware": self.firmware})
-        self.show("FIRMWARE UPDATED", f"{old} -> {version}", "PLEASE SIGN IN")
-        return self._result(op, True, message=f"updated {old} -> {version}", detail={"firmware": version})
+        if not session.ok:
+            self.show("FIRMWARE ROLLED BACK", f"{session.target} FAILED TO BOOT", f"RUNNING {old}")
+            return self._result(op, False, message=message, detail={"firmware": self.firmware})
+        self.show("FIRMWARE UPDATED", f"{old} -> {session.target}", "PLEASE SIGN IN")
+        return self._result(op, True, message=f"updated {old} -> {session.target}",
+                            detail={"firmware": session.target})
+
+    async def _drive_firmware_download(self, session: Any) -> str | None:
+        """Send the session's requests until it has nothing more to ask (verified, up to date or failed);
+        returns field 39 of the last reply."""
+        rc = None
+        shown = 0
+        request = session.start()
+        while request is not None:
+            message = request.to_message(tid=self.tid, mid=self.mid, stan=self.journal.next_stan(),
+                                         batch=self.journal.batch)
+            try:
+                reply = (await self._exchange(message)).message
+            except ExchangeError as exc:
+                session.link_lost(str(exc))  # what was verified is kept: the next update resumes there
+                break
+            rc = reply.response_code
+            request = session.receive(reply)
+            self._journal_firmware_events(session)
+            if session.offset > shown and session.target:
+                shown = session.offset
+                self.show("FIRMWARE UPDATE", f"{session.target} {session.progress}%")
+        self._journal_firmware_events(session)
+        return rc
+
+    def _journal_firmware_events(self, session: Any) -> None:
+        """The session's new events as journal events `firmware.<name>` (image facts only, never keys)."""
+        for name, detail in session.new_events():
+            self.journal.event(f"firmware.{name}", detail)
 
     async def resume(self) -> list[OpResult]:
         """Finish work a crash or power loss interrupted: reversals, settlement, sign-off."""

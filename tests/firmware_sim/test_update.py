@@ -284,3 +284,31 @@ def test_any_mix_of_drops_and_corruption_ends_on_the_new_image_or_the_old(tmp_pa
         assert running in ("2.3.6", "3.0.8")
         assert session.ok == (running == "3.0.8") or session.state is State.UP_TO_DATE
     assert Slots.load(path, factory_version="2.3.6").running == "3.0.8"
+
+
+def test_in_memory_slots_recover_from_a_power_cut_during_the_first_boot(repo):
+    slots = Slots.load(None, factory_version="2.3.6")
+    with pytest.raises(PowerCut):
+        run(UpdateSession(slots, fault=fault_at("first_boot")), Link(repo, "2.3.6"))
+    assert slots.pending is not None and slots.boot_attempts == 1
+    slots.recover()  # what Slots.load() does for a record on disk
+    assert slots.pending is None and slots.running == "2.3.6"
+    assert slots.last_rollback == {"version": "3.0.8", "reason": "power lost during the first boot"}
+    slots.recover()  # nothing pending: nothing to do
+    assert slots.running == "2.3.6" and run(UpdateSession(slots), Link(repo, "2.3.6")).ok
+
+
+def test_new_events_hands_out_each_event_once(tmp_path, repo):
+    session = UpdateSession(slots_at(tmp_path))
+    link = Link(repo, "2.3.6", corrupt={1})
+    seen: list[str] = []
+    request = session.start()
+    assert session.new_events() == []
+    while request is not None:
+        request = session.receive(link(request))
+        seen += [name for name, _ in session.new_events()]
+    session.finish()
+    seen += [name for name, _ in session.new_events()]
+    assert seen == [name for name, _ in session.events]
+    assert seen == ["download.started", "chunk_rejected", "verified", "installed", "booted"]
+    assert session.events[1][1]["version"] == "3.0.8"
