@@ -36,6 +36,8 @@ from .rules import (
     MAX_EVENTS,
     OWED_SIGNATURES,
     REVERSED,
+    JournalCommon,
+    advance,
     check_identity,
     check_intent,
     check_pending,
@@ -61,7 +63,7 @@ from .vault import Vault, mask_value
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
-class Journal:
+class Journal(JournalCommon):
     """The terminal's durable memory. Open with `Journal.open(path, tid=..., mid=..., pan_key=..., clock=...)`.
 
     Calls are synchronous and short (SQLite on local disk); each state change is one transaction, so a
@@ -190,19 +192,6 @@ class Journal:
                 self._closed = True
                 self._db.close()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<Journal {self.path} tid={self.tid}{' closed' if self._closed else ''}>"
-
     def _error(self, exc: sqlite3.Error) -> JournalError:
         text = str(exc)
         if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "full" in text:
@@ -213,10 +202,6 @@ class Journal:
         if "locked" in text or "busy" in text:
             return JournalError(f"journal {self.path} is busy: another process holds it ({text})")
         return JournalError(f"journal {self.path}: {text}")
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise JournalError(f"journal {self.path} is closed")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -343,19 +328,13 @@ class Journal:
             current = db.execute("SELECT batch FROM identity WHERE id = 1").fetchone()[0]
             target = current if settled_batch is None else six(settled_batch, "batch")
             settled = db.execute("SELECT 1 FROM settlement WHERE batch = ?", (current,)).fetchone() is not None
-            if target == current and settled:
-                value = next_batch(current)
-                db.execute("UPDATE identity SET batch = ? WHERE id = 1", (value,))
-                self._event(db, "batch.advanced", {"from": current, "to": value})
-                return value
             last = db.execute("SELECT batch FROM settlement ORDER BY rowid DESC LIMIT 1").fetchone()
-            if last is not None and next_batch(last[0]) == current and target in (current, last[0]):
-                return current  # already advanced past the last settled batch
-            if target != current:
-                raise JournalError(f"journal {self.path}: cannot advance from batch {target}: the current batch is "
-                                   f"{current}")
-            raise JournalError(f"journal {self.path}: batch {target} has no settlement record; it cannot be "
-                               "advanced from")
+            value = advance(self.path, current, target, settled, None if last is None else last[0])
+            if value is None:
+                return current
+            db.execute("UPDATE identity SET batch = ? WHERE id = 1", (value,))
+            self._event(db, "batch.advanced", {"from": current, "to": value})
+            return value
 
     def set_signed_in(self, *, wrapped_keys: bytes, key_mode: str, batch: str) -> None:
         """Signed in: the working keys exactly as field 62 brought them (still wrapped under the TMK, never
@@ -377,10 +356,6 @@ class Journal:
             if completing is not None:
                 self._complete(db, completing.id, "done", now)
             self._event(db, "signed_out", {})
-
-    def complete_sign_off(self, intent: Intent) -> None:
-        """The 0830 approved the sign-off: signed out and the intent closed, atomically."""
-        self.set_signed_out(completing=intent)
 
     # ------------------------------------------------------------------------------------------
     # card data
@@ -618,9 +593,6 @@ class Journal:
                        f"signature IN {schema._in(OWED_SIGNATURES)} AND status = 'approved' ORDER BY id", (batch,))
         return [UnsignedItem(r["stan"], r["pan_masked"], r["amount_fen"], r["kind"], r["signature"]) for r in rows]
 
-    def unsigned_stans(self, batch: str) -> list[str]:
-        return [u.stan for u in self.unsigned(batch)]
-
     # ------------------------------------------------------------------------------------------
     # batch
     # ------------------------------------------------------------------------------------------
@@ -650,12 +622,6 @@ class Journal:
     # ------------------------------------------------------------------------------------------
     # receipts
     # ------------------------------------------------------------------------------------------
-    def store_receipt(self, kind: str, text: str, *, stan: str | None = None, batch: str | None = None,
-                      copy: str | None = None, printed: bool = False) -> StoredReceipt:
-        """Keep a rendered slip (transaction merchant/customer copy, declined, settlement, signoff) before
-        printing it. A card number in the text is masked on the way in."""
-        return self.store_receipts([(kind, text, copy)], stan=stan, batch=batch, printed=printed)[0]
-
     def store_receipts(self, slips: list[tuple[str, str, str | None]], *, stan: str | None = None,
                        batch: str | None = None, printed: bool = False, pan: str | None = None
                        ) -> list[StoredReceipt]:
@@ -915,32 +881,11 @@ class Journal:
             out.append(event_out(r["id"], r["at"], r["kind"], json.loads(r["detail"])))
         return out
 
-    def summary(self) -> dict[str, Any]:
-        """Counts for the CLI and the daemon: signed_in, batch, stan, pending_reversals, open_intents (kinds),
-        unsigned (current batch), pending_receipts, transactions (rows in the current batch)."""
-        ident = self.identity()
-        batch = ident["batch"]
-        return {
-            "signed_in": bool(ident["signed_in"]),
-            "batch": batch,
-            "stan": f"{ident['stan']:06d}",
-            "pending_reversals": self._count("SELECT COUNT(*) FROM reversal"),
-            "open_intents": [i.kind for i in self.open_intents()],
-            "unsigned": len(self.unsigned(batch)),
-            "pending_receipts": self._count("SELECT COUNT(*) FROM receipt WHERE printed = 0"),
-            "transactions": self._count("SELECT COUNT(*) FROM txn WHERE batch = ?", (batch,)),
-        }
-
-    def status(self) -> dict[str, Any]:
-        """`summary()` plus the identity a status screen shows (never the keys)."""
-        ident = self.identity()
-        return {
-            "tid": ident["tid"], "mid": ident["mid"], "merchant_name": ident["merchant_name"],
-            "firmware": ident["firmware"], "operator": ident["operator"], "key_mode": ident["key_mode"],
-            "signed_in_at": ident["signed_in_at"], "signed_out_at": ident["signed_out_at"],
-            "last_activity_at": ident["last_activity_at"], "journal": self.path,
-            "schema_version": schema.SCHEMA_VERSION, **self.summary(),
-        }
+    def _counts(self, batch: str) -> tuple[int, int, int]:
+        """(reversals owed, receipts not printed, transactions in `batch`), for `summary()`."""
+        return (self._count("SELECT COUNT(*) FROM reversal"),
+                self._count("SELECT COUNT(*) FROM receipt WHERE printed = 0"),
+                self._count("SELECT COUNT(*) FROM txn WHERE batch = ?", (batch,)))
 
     def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         row = self._q1(sql, params)

@@ -53,6 +53,8 @@ from .rules import (
     MAX_EVENTS,
     OWED_SIGNATURES,
     REVERSED,
+    JournalCommon,
+    advance,
     check_identity,
     check_intent,
     check_pending,
@@ -72,7 +74,6 @@ from .rules import (
     six,
     sorted_json,
 )
-from .schema import SCHEMA_VERSION
 from .vault import mask_value
 
 MEMORY = ":memory:"
@@ -204,9 +205,10 @@ class _Settlement:
         self.settled_at = now
 
 
-class MemoryJournal:
+class MemoryJournal(JournalCommon):
     """The terminal's journal in process memory: `Journal`'s calls and answers without SQLite (see the module
-    docstring). Open with `Journal.open(":memory:", ...)` or `MemoryJournal.open(...)`."""
+    docstring). Open with `Journal.open(":memory:", ...)` or `MemoryJournal.open(...)`. Each call is documented
+    on `Journal`; a docstring here says only what is particular to memory."""
 
     def __init__(self, *, tid: str, mid: str, clock: Callable[[], float]) -> None:
         self.path = MEMORY
@@ -262,23 +264,6 @@ class MemoryJournal:
                 self._closed = True
                 self._empty(self._ident["mid"])  # what it held is freed: every call but close says it is closed
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self) -> MemoryJournal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<MemoryJournal {self.path} tid={self.tid}{' closed' if self._closed else ''}>"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise JournalError(f"journal {self.path} is closed")
-
     def _now(self) -> float:
         return float(self._clock())  # SQLite's REAL columns hand back floats
 
@@ -292,7 +277,6 @@ class MemoryJournal:
             return dict(self._ident)
 
     def set_identity(self, **values: Any) -> None:
-        """Update mid, merchant_name, firmware, settlement_type and/or operator."""
         check_identity(values)
         if not values:
             return
@@ -305,21 +289,18 @@ class MemoryJournal:
             self._keep = frozenset({values["mid"]})
 
     def touch(self) -> None:
-        """Record activity now (the idle auto sign-off reads `last_activity_at`)."""
         with self._lock:
             self._check_open()
             self._ident["last_activity_at"] = self._now()
 
     @property
     def batch(self) -> str:
-        """The current batch number (6 digits)."""
         with self._lock:
             self._check_open()
             return str(self._ident["batch"])
 
     @property
     def stan(self) -> str:
-        """The last STAN issued ("000000" before the first)."""
         with self._lock:
             self._check_open()
             return f"{self._ident['stan']:06d}"
@@ -333,7 +314,6 @@ class MemoryJournal:
         return f"{value:06d}"
 
     def set_batch(self, batch: str) -> None:
-        """Adopt the batch number the host gave (sign-in 60.2)."""
         six(batch, "batch")
         with self._lock:
             self._check_open()
@@ -348,19 +328,13 @@ class MemoryJournal:
             self._check_open()
             current = self._ident["batch"]
             target = current if settled_batch is None else six(settled_batch, "batch")
-            if target == current and current in self._settlements:
-                value = next_batch(current)
-                self._ident["batch"] = value
-                self._event("batch.advanced", {"from": current, "to": value})
-                return value
-            last = next(reversed(self._settlements), None)
-            if last is not None and next_batch(last) == current and target in (current, last):
-                return current  # already advanced past the last settled batch
-            if target != current:
-                raise JournalError(f"journal {self.path}: cannot advance from batch {target}: the current batch is "
-                                   f"{current}")
-            raise JournalError(f"journal {self.path}: batch {target} has no settlement record; it cannot be "
-                               "advanced from")
+            value = advance(self.path, current, target, current in self._settlements,
+                            next(reversed(self._settlements), None))
+            if value is None:
+                return current
+            self._ident["batch"] = value
+            self._event("batch.advanced", {"from": current, "to": value})
+            return value
 
     def set_signed_in(self, *, wrapped_keys: bytes, key_mode: str, batch: str) -> None:
         """Signed in: the working keys exactly as field 62 brought them, the key mode and the host's batch."""
@@ -382,10 +356,6 @@ class MemoryJournal:
                 self._complete(completing.id, "done", now)
             self._event("signed_out", {})
 
-    def complete_sign_off(self, intent: Intent) -> None:
-        """The 0830 approved the sign-off: signed out and the intent closed, atomically."""
-        self.set_signed_out(completing=intent)
-
     # ------------------------------------------------------------------------------------------
     # card data
     # ------------------------------------------------------------------------------------------
@@ -395,7 +365,6 @@ class MemoryJournal:
         return None
 
     def pan_for(self, txn: Transaction | int) -> str:
-        """The clear PAN of a transaction (batch upload, void and refund need it). Never log it."""
         txn_id = txn if isinstance(txn, int) else txn.id
         with self._lock:
             self._check_open()
@@ -503,7 +472,6 @@ class MemoryJournal:
             self._event("txn.refused", {"stan": stan, "batch": batch, "rc": rc})
 
     def set_reversal_reason(self, stan: str, batch: str, reason: str) -> None:
-        """No usable reply (timeout 98, MAC failed A0, other 06): the reversal is now due, for this reason."""
         check_reason(reason)
         with self._lock:
             self._check_open()
@@ -530,7 +498,6 @@ class MemoryJournal:
         return None if txn is None else self._reversals.get(txn.id)
 
     def mark_reversal_sent(self, stan: str, batch: str) -> None:
-        """Call just before sending a stored reversal: counts the attempt."""
         with self._lock:
             self._check_open()
             now = self._now()
@@ -581,7 +548,6 @@ class MemoryJournal:
             return None if txn is None else self._record(txn)
 
     def find_transaction(self, stan: str) -> Transaction | None:
-        """The most recent transaction with this STAN (STANs repeat only after 999,999 of them)."""
         with self._lock:
             self._check_open()
             txn = self._latest.get(stan)
@@ -594,7 +560,6 @@ class MemoryJournal:
             return [self._record(t) for t in rows if not status or t.status == status]
 
     def set_signature(self, stan: str, batch: str, status: str, *, image: bytes | None = None) -> None:
-        """Signature status: not_required, pending, signed (with the image), unsigned, uploaded."""
         check_signature(status)
         with self._lock:
             self._check_open()
@@ -613,8 +578,6 @@ class MemoryJournal:
             self._event("signature", {"stan": stan, "batch": batch, "status": status})
 
     def unsigned(self, batch: str) -> list[UnsignedItem]:
-        """Approved transactions of the batch still owed a signature (unsigned, or pending when a crash cut the
-        capture short). A voided sale needs none any more."""
         with self._lock:
             self._check_open()
             owed = self._owed_signature.get(batch)
@@ -622,9 +585,6 @@ class MemoryJournal:
                 return []
             return [UnsignedItem(t.stan, t.pan_masked, t.amount_fen, t.kind, t.signature)
                     for _, t in sorted(owed.items()) if t.status == "approved"]
-
-    def unsigned_stans(self, batch: str) -> list[str]:
-        return [u.stan for u in self.unsigned(batch)]
 
     # ------------------------------------------------------------------------------------------
     # batch
@@ -648,8 +608,6 @@ class MemoryJournal:
         return debit, debit_n, credit, credit_n
 
     def batch_records(self, batch: str) -> list[BatchItem]:
-        """Batch upload records: every approved, non-reversed sale (voided ones too), void and refund, in order,
-        each with its own STAN, clear PAN and amount."""
         with self._lock:
             self._check_open()
             return [BatchItem(t.stan, t.pan, t.amount_fen, t.kind) for t in self._counted(batch)]
@@ -657,11 +615,6 @@ class MemoryJournal:
     # ------------------------------------------------------------------------------------------
     # receipts
     # ------------------------------------------------------------------------------------------
-    def store_receipt(self, kind: str, text: str, *, stan: str | None = None, batch: str | None = None,
-                      copy: str | None = None, printed: bool = False) -> StoredReceipt:
-        """Keep a rendered slip before printing it. A card number in the text is masked on the way in."""
-        return self.store_receipts([(kind, text, copy)], stan=stan, batch=batch, printed=printed)[0]
-
     def store_receipts(self, slips: list[tuple[str, str, str | None]], *, stan: str | None = None,
                        batch: str | None = None, printed: bool = False, pan: str | None = None
                        ) -> list[StoredReceipt]:
@@ -713,8 +666,6 @@ class MemoryJournal:
 
     def mark_printed(self, receipt: StoredReceipt | int | str, *, stan: str | None = None, batch: str | None = None,
                      copy: str | None = None) -> None:
-        """The slip came out of the printer. Pass the StoredReceipt (or its id), or its kind with the stan,
-        batch and copy it was stored with (the latest such slip not yet printed)."""
         if isinstance(receipt, StoredReceipt | int):
             receipt_id = receipt if isinstance(receipt, int) else receipt.id
             self._now()  # the SQLite journal's printed_at
@@ -739,7 +690,6 @@ class MemoryJournal:
             self._printed(best)
 
     def mark_reprinted(self, receipt: StoredReceipt | int) -> None:
-        """A reprint (marked REPRINT on paper) came out: printed, reprint count + 1."""
         receipt_id = receipt if isinstance(receipt, int) else receipt.id
         with self._lock:
             self._check_open()
@@ -750,7 +700,6 @@ class MemoryJournal:
                 slip.reprints += 1
 
     def last_receipt(self) -> StoredReceipt | None:
-        """The slip a plain "reprint" should print: the oldest one still owed (not printed), else the newest."""
         with self._lock:
             self._check_open()
             slip = next(iter(self._unprinted.values()), None)
@@ -759,7 +708,6 @@ class MemoryJournal:
             return None if slip is None else slip.record()
 
     def receipt_for(self, stan: str, batch: str | None = None) -> StoredReceipt | None:
-        """The slip of a STAN to reprint: one still owed first, else the first one (the merchant copy)."""
         with self._lock:
             self._check_open()
             if stan is None:
@@ -775,7 +723,6 @@ class MemoryJournal:
             return next((r for r in slips if not r.printed), slips[0]).record()
 
     def pending_receipts(self) -> list[StoredReceipt]:
-        """Slips stored but not printed (printer fault, crash), oldest first."""
         with self._lock:
             self._check_open()
             return [r.record() for r in self._unprinted.values()]
@@ -831,13 +778,11 @@ class MemoryJournal:
             return None
 
     def open_intents(self) -> list[Intent]:
-        """Interrupted day-end work, oldest first: finish each (resend; the host answers repeats idempotently)."""
         with self._lock:
             self._check_open()
             return [i.record() for i in self._open_intents.values()]
 
     def intent_step(self, intent: Intent | int, step: str, data: dict[str, Any] | None = None) -> Intent:
-        """Record progress (e.g. "sent", "answered", "uploaded"); `data` is merged into what is stored."""
         intent_id = intent if isinstance(intent, int) else intent.id
         with self._lock:
             self._check_open()
@@ -852,7 +797,6 @@ class MemoryJournal:
         return Intent(intent_id, found.kind, found.batch, merged, step, found.created_at, now)
 
     def complete_intent(self, intent: Intent | int, outcome: str = "done") -> None:
-        """The work is finished (or abandoned, with another outcome); completing twice is harmless."""
         with self._lock:
             self._check_open()
             self._complete(intent if isinstance(intent, int) else intent.id, outcome, self._now())
@@ -867,8 +811,6 @@ class MemoryJournal:
 
     def record_settlement(self, batch: str, *, result: str, terminal_totals: str, host_totals: str | None,
                           uploaded: int, stan: str | None = None) -> None:
-        """The host's settlement answer for a batch. One record per batch: a resumed settlement answered
-        again updates it (host totals, upload) and counts the answer, it never adds a second one."""
         six(batch, "batch")
         with self._lock:
             self._check_open()
@@ -925,14 +867,11 @@ class MemoryJournal:
             return self._settlement(next(reversed(self._settlements.values()), None))
 
     def settlements(self) -> list[SettlementRecord]:
-        """Every settled batch, in the order they were settled."""
         with self._lock:
             self._check_open()
             return [s for s in map(self._settlement, self._settlements.values()) if s is not None]
 
     def settlement_report(self, batch: str | None = None) -> SettlementReport:
-        """The merchant's view of a batch (the current one by default): totals, the host's answer if settled,
-        transactions by status, and the approved transactions still unsigned (FM-11)."""
         with self._lock:
             batch = batch or self.batch
             debit, debit_n, credit, credit_n = self.batch_totals(batch)
@@ -960,8 +899,6 @@ class MemoryJournal:
         self._events.append((self._event_id, at, kind, keys, values))
 
     def event(self, kind: str, detail: dict[str, Any] | None = None) -> None:
-        """Log an event. Card numbers in the detail are masked on the way in; keys and PIN blocks must not
-        be passed at all."""
         if not kind:
             raise ValueError("an event needs a kind")
         with self._lock:
@@ -970,9 +907,7 @@ class MemoryJournal:
 
     def events(self, kind: str | None = None, limit: int = 100, *, prefix: str | None = None,
                since: float | None = None) -> list[dict[str, Any]]:
-        """The latest events (at most `limit`, capped at 1,000), oldest first, as dicts: the detail's keys,
-        then `id`, `at`, `kind` and the detail itself under `detail`. Filter by exact `kind`, by kind
-        `prefix` (e.g. "reversal."), and/or `since` a time."""
+        """As Journal.events, over the last MAX_EVENTS events exactly (the SQLite journal prunes in chunks)."""
         below = prefix + "\U0010ffff" if prefix else ""  # the SQLite journal's range on kind
         count = event_limit(limit)
         with self._lock:
@@ -991,31 +926,5 @@ class MemoryJournal:
         return [event_out(event_id, at, what, dict(zip(keys, map(_thaw, values), strict=True)))
                 for event_id, at, what, keys, values in reversed(found)]
 
-    def summary(self) -> dict[str, Any]:
-        """Counts for the CLI and the daemon: signed_in, batch, stan, pending_reversals, open_intents (kinds),
-        unsigned (current batch), pending_receipts, transactions (rows in the current batch)."""
-        with self._lock:
-            ident = self.identity()
-            batch = ident["batch"]
-            return {
-                "signed_in": bool(ident["signed_in"]),
-                "batch": batch,
-                "stan": f"{ident['stan']:06d}",
-                "pending_reversals": len(self._reversals),
-                "open_intents": [i.kind for i in self._open_intents.values()],
-                "unsigned": len(self.unsigned(batch)),
-                "pending_receipts": len(self._unprinted),
-                "transactions": len(self._by_batch.get(batch, ())),
-            }
-
-    def status(self) -> dict[str, Any]:
-        """`summary()` plus the identity a status screen shows (never the keys)."""
-        with self._lock:
-            ident = self.identity()
-            return {
-                "tid": ident["tid"], "mid": ident["mid"], "merchant_name": ident["merchant_name"],
-                "firmware": ident["firmware"], "operator": ident["operator"], "key_mode": ident["key_mode"],
-                "signed_in_at": ident["signed_in_at"], "signed_out_at": ident["signed_out_at"],
-                "last_activity_at": ident["last_activity_at"], "journal": self.path,
-                "schema_version": SCHEMA_VERSION, **self.summary(),
-            }
+    def _counts(self, batch: str) -> tuple[int, int, int]:
+        return len(self._reversals), len(self._unprinted), len(self._by_batch.get(batch, ()))

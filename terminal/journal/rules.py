@@ -1,6 +1,7 @@
 """What both journal backends (the SQLite `Journal`, the in-memory `MemoryJournal`) check and decide alike:
 argument validation, the reversal field rules, which reversal answers leave a reversal owed, receipt
-masking, the batch counter's wrap, the event query bounds, and opening's argument checks.
+masking, the batch counter's wrap, the event query bounds, opening's argument checks - and `JournalCommon`,
+their base: the lifecycle around `close` and the calls made only of other calls.
 
 Each check raises before anything is changed, with the message both backends give.
 """
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 from protocol import codes
 from protocol.message import mask_pan
 
-from .records import INTENT_KINDS, REVERSAL_REASONS, SIGNATURE_STATUSES, TXN_KINDS
+from .records import INTENT_KINDS, REVERSAL_REASONS, SIGNATURE_STATUSES, TXN_KINDS, Intent, JournalError, StoredReceipt
+from .schema import SCHEMA_VERSION
 from .vault import Vault, mask_text
 
 #: Binary fields of a stored reversal (hex while stored, bytes when handed out).
@@ -52,6 +55,18 @@ def six(value: str, what: str) -> str:
 def next_batch(batch: str) -> str:
     """The batch after `batch`: 000001 .. 999999, then 000001 again."""
     return f"{int(batch) % 999_999 + 1:06d}"
+
+
+def advance(path: str, current: str, target: str, settled: bool, last_settled: str | None) -> str | None:
+    """advance_batch's rule: the batch to move to from `current` (`settled`: it has a settlement record), None
+    when it was already advanced past `last_settled` (the most recent settlement), else a JournalError."""
+    if target == current and settled:
+        return next_batch(current)
+    if last_settled is not None and next_batch(last_settled) == current and target in (current, last_settled):
+        return None  # already advanced past the last settled batch
+    if target != current:
+        raise JournalError(f"journal {path}: cannot advance from batch {target}: the current batch is {current}")
+    raise JournalError(f"journal {path}: batch {target} has no settlement record; it cannot be advanced from")
 
 
 def opening(tid: str, mid: str, pan_key: bytes) -> Vault:
@@ -168,3 +183,75 @@ def receipt_limit(limit: int) -> int:
 def event_out(event_id: int, at: float, kind: str, detail: dict[str, Any]) -> dict[str, Any]:
     """An event as `events()` hands it out: the detail's keys, then id, at, kind and the detail itself."""
     return {**detail, "id": event_id, "at": at, "kind": kind, "detail": detail}
+
+
+class JournalCommon:
+    """The base of both backends. A backend provides `path`, `tid`, `_closed`, `_lock` (an RLock), `close()`,
+    the calls used here (identity, open_intents, unsigned, store_receipts, set_signed_out) and
+    `_counts(batch)`: (reversals owed, receipts not printed, transactions in `batch`)."""
+
+    path: str
+    tid: str
+    _closed: bool
+    _lock: threading.RLock
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path} tid={self.tid}{' closed' if self._closed else ''}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JournalError(f"journal {self.path} is closed")
+
+    def complete_sign_off(self, intent: Intent) -> None:
+        """The 0830 approved the sign-off: signed out and the intent closed, atomically."""
+        self.set_signed_out(completing=intent)  # type: ignore[attr-defined]
+
+    def unsigned_stans(self, batch: str) -> list[str]:
+        return [u.stan for u in self.unsigned(batch)]  # type: ignore[attr-defined]
+
+    def store_receipt(self, kind: str, text: str, *, stan: str | None = None, batch: str | None = None,
+                      copy: str | None = None, printed: bool = False) -> StoredReceipt:
+        """Keep a rendered slip (transaction merchant/customer copy, declined, settlement, signoff) before
+        printing it. A card number in the text is masked on the way in."""
+        return self.store_receipts([(kind, text, copy)], stan=stan, batch=batch,  # type: ignore[attr-defined]
+                                   printed=printed)[0]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for the CLI and the daemon: signed_in, batch, stan, pending_reversals, open_intents (kinds),
+        unsigned (current batch), pending_receipts, transactions (rows in the current batch)."""
+        with self._lock:
+            ident = self.identity()  # type: ignore[attr-defined]
+            batch = ident["batch"]
+            reversals, unprinted, transactions = self._counts(batch)  # type: ignore[attr-defined]
+            return {
+                "signed_in": bool(ident["signed_in"]),
+                "batch": batch,
+                "stan": f"{ident['stan']:06d}",
+                "pending_reversals": reversals,
+                "open_intents": [i.kind for i in self.open_intents()],  # type: ignore[attr-defined]
+                "unsigned": len(self.unsigned(batch)),  # type: ignore[attr-defined]
+                "pending_receipts": unprinted,
+                "transactions": transactions,
+            }
+
+    def status(self) -> dict[str, Any]:
+        """`summary()` plus the identity a status screen shows (never the keys)."""
+        with self._lock:
+            ident = self.identity()  # type: ignore[attr-defined]
+            return {
+                "tid": ident["tid"], "mid": ident["mid"], "merchant_name": ident["merchant_name"],
+                "firmware": ident["firmware"], "operator": ident["operator"], "key_mode": ident["key_mode"],
+                "signed_in_at": ident["signed_in_at"], "signed_out_at": ident["signed_out_at"],
+                "last_activity_at": ident["last_activity_at"], "journal": self.path,
+                "schema_version": SCHEMA_VERSION, **self.summary(),
+            }
