@@ -313,6 +313,68 @@ def test_a_day_of_sales_answers_alike_on_both_backends(tmp_path):
     pair.close()
 
 
+def test_the_finer_rules_answer_alike_on_both_backends(tmp_path):
+    """Each rule the random sequences may reach only by luck, once on purpose: refunds in part and in full,
+    a refund naming a void as its original, a refusal with and without a reversal, signatures owed out of
+    order, reprints, slips marked by kind, a NOT NULL step, settlement answers repeated, advancing twice."""
+    pair = Pair(tmp_path)
+    call = pair.call
+    stans = [call("next_stan") for _ in range(8)]
+    for stan, amount in zip(stans[:4], (1000, 2000, 3000, 4000), strict=True):
+        call("record_pending", kind="sale", stan=stan, batch="000001", amount_fen=amount, pan=PAN,
+             reversal=reversal_fields(stan, amount))
+        call("record_reply", stan=stan, batch="000001", rc="00", approved=True, rrn="1" * 12, auth_code="A1")
+    refunds = [("refund", stans[4], 400, stans[0], "000001"), ("refund", stans[5], 600, stans[0], None),
+               ("void", stans[6], 2000, stans[1], "000001"), ("refund", stans[7], 5, stans[6], "000001")]
+    for kind, stan, amount, original, original_batch in refunds:
+        call("record_pending", kind=kind, stan=stan, batch="000001", amount_fen=amount, pan=PAN,
+             original_stan=original, original_batch=original_batch, reversal=reversal_fields(stan, amount))
+        call("record_reply", stan=stan, batch="000001", rc="00", approved=True)
+    assert [t.status for t in pair.file.transactions()][:2] == ["refunded", "voided"]
+    unprotected, protected = call("next_stan"), call("next_stan")
+    call("record_pending", kind="sale", stan=unprotected, batch="000001", amount_fen=7, pan=PAN2)
+    call("record_pending", kind="sale", stan=protected, batch="000001", amount_fen=8, pan=PAN2,
+         reversal=reversal_fields(protected, 8))
+    for stan in (unprotected, protected):
+        call("record_refusal", stan=stan, batch="000001", rc="A0")
+        call("set_reversal_reason", stan, "000001", "06")
+    call("mark_reversal_sent", protected, "000001")
+    assert call("clear_reversal", protected, "000001", "96") is False
+    for stan, status in ((stans[3], "pending"), (stans[2], "unsigned"), (stans[3], "unsigned"), (stans[1], "pending")):
+        call("set_signature", stan, "000001", status)
+    call("set_signature", stans[2], "000001", "signed", image=b"PNG")  # owed no more
+    slips = call("store_receipts", [("transaction", SLIP, "merchant"), ("transaction", SLIP, "customer")],
+                 stan=stans[2], batch="000001")
+    call("mark_printed", "transaction", stan=stans[2], batch="000001", copy="merchant")
+    call("mark_printed", "transaction", stan=stans[2], batch="000001", copy="merchant")  # printed already
+    call("receipt_for", stans[2])  # the customer copy, still owed
+    call("receipts", stan=stans[2], batch="000001", limit=1)
+    call("mark_reprinted", slips[0])
+    call("store_receipt", "signoff", "SIGN OFF")
+    call("store_receipt", "signoff", "SIGN OFF", printed=True)
+    call("mark_printed", "signoff")  # the owed one, not the latest
+    call("store_receipt", "signoff", "SIGN OFF", printed=True)
+    call("mark_printed", "signoff")  # all printed: the latest, again
+    call("events", since=pair.file.events("txn.refused", limit=1)[0]["at"])
+    intent = call("begin_intent", "settlement", "000001", {"b": 1, "a": [PAN]})
+    call("intent_step", intent, None, {"c": 2})
+    call("intent_step", intent.id, "sent", {"c": 2})
+    for uploaded, stan in ((2, None), (1, "000123"), (0, None)):
+        call("record_settlement", "000001", result="balanced", terminal_totals="t", host_totals="h",
+             uploaded=uploaded, stan=stan)
+        pair.check_state(stans, {"000001"})
+    call("store_receipt", "settlement", "VOUCHER", batch="000001")
+    call("mark_printed", "settlement", batch="000001")
+    assert call("advance_batch", "000001") == "000002"
+    for target in (None, "000001", "000002", "000003"):
+        call("advance_batch", target)
+    call("complete_settlement", intent, result="balanced", terminal_totals="t", host_totals="h", uploaded=3)
+    call("record_pending", kind="sale", stan=stans[0], batch="000002", amount_fen=5, pan=PAN)  # a STAN again
+    call("find_transaction", stans[0])
+    pair.check_state([*stans, unprotected, protected], {"000001", "000002"})
+    pair.close()
+
+
 # ----------------------------------------------------------------------------------------------
 # card data, history, bounds
 # ----------------------------------------------------------------------------------------------
