@@ -889,7 +889,7 @@ class MemoryJournal(JournalCommon):
         at = self._now()
         masked = mask_value(detail, keep=self._keep)
         keys = tuple(sorted(masked))
-        values = tuple(_plain(masked[k]) for k in keys)
+        values = tuple([v if type(v) in _SCALARS else _plain(v) for v in map(masked.__getitem__, keys)])
         shared = _KEY_SHAPES.get(keys)
         if shared is not None:
             keys = shared
