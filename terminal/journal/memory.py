@@ -14,8 +14,11 @@ VACUUM, WAL, a full disk (JournalFull), two openers of one journal, reopening af
 AES-GCM sealing of card data, which never leaves the process (the clear PAN is kept for batch upload and
 `pan_for`, as Journal keeps it sealed; it is in no repr, record, event or receipt). Events: the last
 MAX_EVENTS are kept exactly (a deque); the SQLite journal prunes in chunks of 1,024, so it holds up to
-MAX_EVENTS + 1,023. Stored values pass through SQLite unconverted only for arguments of the documented
-types (an int given where text is documented is stored as the int, where SQLite would store its text).
+MAX_EVENTS + 1,023. SQLite's type affinity is not imitated: arguments of the documented types come back
+alike, but an int passed where text is documented comes back as the int here and as text from SQLite,
+and a value SQLite cannot bind (a list as an rc) is stored here instead of refused. SQLite's NOT NULL and
+CHECK constraints that the API leaves to it (mid, a settlement's result/totals/upload count, an intent's
+step, a receipt's printed flag) are checked with the same messages.
 
 Indexes stand where `Journal` relies on SQL: (batch, stan) -> transaction, STAN -> latest transaction and
 latest sale, per-batch transaction lists, transactions owed a signature per batch, reversals owed in
