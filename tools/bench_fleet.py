@@ -11,22 +11,19 @@ automatically (settlement + sign-off). Shards build their fleets first and start
 the day's wall time is the slowest shard's. Memory figures are per terminal over all shards.
 
 Memory, "beyond the journal" (issue 9): the RSS the fleet adds per terminal, minus what its journal
-costs *at that point*. A journal that has only been opened is not the journal the terminal has after
-power-on and sign-in: those prepare and cache about six more SQLite statements (some 30 KB of the
-journal's connection), so subtracting bare journals would charge the journal's own statement cache
-to the terminal. The journal's cost is therefore measured on journals that made exactly the calls
-the fleet's journals made: the first terminal's journal is wrapped in a recorder, and a fresh
-process (so that memory freed here cannot hide anything) opens `--terminals` journals and replays
-those calls on each one up to the same point, measuring RSS. Two points are reported: signed in
-(after power-on + sign-in: the issue's figure, the contract line) and after the day's sales (before
-the idle sign-off).
+costs *at that point*. The fleet's journals are in memory (`Journal.open(":memory:")` gives a
+MemoryJournal: plain Python objects, no SQLite), and a journal that has only been opened is not the
+journal a terminal has after power-on and sign-in. The journal's cost is therefore measured on journals
+that made exactly the calls the fleet's journals made: the first terminal's journal is wrapped in a
+recorder, and a fresh process (so that memory freed here cannot hide anything) opens `--terminals`
+journals and replays those calls on each one up to the same point, measuring RSS. Two points are
+reported: signed in (after power-on + sign-in: the issue's figure, the contract line) and after the
+day's sales (before the idle sign-off).
 
-Cross-check with SQLite's own heap counter (`sqlite3_memory_used`, read through the `_sqlite3`
-extension's libsqlite3): the fleet's SQLite growth minus the host ledger's (counted around each
-synchronous `handle()` call) is what the fleet's journals hold in SQLite; it should match the
-replayed journals' SQLite growth (if not, the replay missed something and the figure is wrong).
-"RSS minus journal SQLite" is also printed: an upper bound, as it charges the journal's Python
-objects (Journal, Connection, statement wrappers) and malloc overhead to the terminal.
+SQLite's own heap counter (`sqlite3_memory_used`, read through the `_sqlite3` extension's libsqlite3)
+is still read: the fleet's SQLite growth minus the host ledger's (counted around each synchronous
+`handle()` call) is what the journals hold in SQLite - zero for memory journals, and equal to the
+replayed journals' figure for SQLite ones (if not, the replay missed something and the figure is wrong).
 
 Everything else - terminal objects, hardware, channel, both link ends, the host's session, task and
 ledger rows - counts as the terminal's. Last line: `rss_per_terminal_kb=X day_wall_s=Y terminals=N`,
