@@ -241,12 +241,13 @@ def run_shard(index: int, processes: int, terminals: int, sales: int) -> dict[st
         print("ready", flush=True)
         sys.stdin.readline()
 
+    share = partition(generate_identities(terminals), index, processes)
     loop = looptime.new_event_loop(start=0)
     try:
-        run = loop.run_until_complete(day(partition(generate_identities(terminals), index, processes), sales, go))
+        run = loop.run_until_complete(day(share, sales, go))
     finally:
         loop.close()
-    run["terminals"] = len(partition(generate_identities(terminals), index, processes))
+    run["terminals"] = len(share)
     return run
 
 
