@@ -395,6 +395,7 @@ class Journal(JournalCommon):
             sealed_fields = self._vault.seal(sorted_json(fields).encode(), stan=stan, batch=batch,
                                              purpose="reversal")
         sealed_card = self._vault.seal(f"{pan}|{expiry}".encode(), stan=stan, batch=batch)
+        masked = mask_pan(pan)  # the row's and the event's
         now = self._clock()
         with self._tx() as db:
             try:  # UNIQUE (batch, stan) is the check: no lookup of our own
@@ -402,7 +403,7 @@ class Journal(JournalCommon):
                     "INSERT INTO txn (kind, stan, batch, amount_fen, pan_masked, pan_enc, entry_mode, "
                     "original_stan, original_batch, status, created_at, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    (kind, stan, batch, amount_fen, mask_pan(pan), sealed_card, entry_mode, original_stan,
+                    (kind, stan, batch, amount_fen, masked, sealed_card, entry_mode, original_stan,
                      original_batch, now, now))
             except sqlite3.IntegrityError:
                 raise JournalError(f"journal {self.path}: STAN {stan} is already used in batch {batch}") from None
@@ -412,7 +413,7 @@ class Journal(JournalCommon):
                            "VALUES (?, ?, ?, ?, ?, ?)", (txn_id, stan, batch, sealed_fields, reason, now))
             db.execute("UPDATE identity SET last_activity_at = ? WHERE id = 1", (now,))
             self._event(db, "txn.pending", {"kind": kind, "stan": stan, "batch": batch, "amount": amount_fen,
-                                            "pan": mask_pan(pan), "protected": sealed_fields is not None})
+                                            "pan": masked, "protected": sealed_fields is not None})
         return txn_id
 
     def record_reply(self, *, stan: str, batch: str, rc: str, approved: bool, rrn: str = "", auth_code: str = "",
