@@ -24,3 +24,15 @@ def test_only_card_like_digit_runs_are_masked_and_kept_numbers_are_not():
     assert mask_text("6222020000000016") == "6222020000000016"  # fails Luhn: not a card number
     assert mask_text("62220200000000150000") == "62220200000000150000"  # 20 digits: longer than any PAN
     assert mask_value({"account": "0123456789"}) == {"account": "0123456789"}  # 10 digits: no PAN
+
+
+def test_full_width_card_numbers_are_masked_too():
+    full_width = PAN.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    masked = mask_text(f"卡号 {full_width}")
+    assert masked == f"卡号 {full_width[:6]}{'*' * 6}{full_width[-4:]}"
+    assert mask_text(f"{PAN}{full_width}") == f"{PAN}{full_width}"  # one 32-digit run: no card number
+
+
+def test_a_slip_keeps_its_merchant_number_and_loses_its_card_number():
+    slip = f"商户编号 898100000000001\nCARD NO. 卡号:\n  {PAN}\n日期 2026/12/02 01:09:26\n参考号 000000000123\n"
+    assert mask_text(slip, keep=frozenset({"898100000000001"})) == slip.replace(PAN, MASKED)
