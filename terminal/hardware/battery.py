@@ -152,10 +152,13 @@ class Battery:
         if not self._cut and self.faults.fires("power_loss"):
             self._cut = True
             self.power_losses += 1
-        return self.status()
+        return self._status()
 
     def status(self) -> BatteryStatus:
         self._advance()
+        return self._status()
+
+    def _status(self) -> BatteryStatus:
         level = self._level
         return BatteryStatus(
             level=level,
