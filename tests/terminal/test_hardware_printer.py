@@ -332,3 +332,11 @@ def test_every_line_fits_and_the_pan_is_always_masked(name, amount, pan):
     for receipt in (transaction_receipt(data), declined_receipt(data), transaction_receipt(data, reprint=True)):
         assert fits(receipt)
         assert pan not in receipt.text.replace("\n", "")
+
+
+def test_the_slip_prints_the_date_and_time_to_the_second():
+    from dataclasses import replace
+
+    lines = transaction_receipt(replace(SALE, when=datetime(2025, 3, 1, 2, 4, 6, 789000))).lines
+    assert "DATE/TIME" + " " * 4 + "2025/03/01 02:04:06" in lines  # no microseconds, zero-padded
+    assert fits(transaction_receipt(SALE))
