@@ -612,6 +612,15 @@ class Journal(JournalCommon):
         assert row is not None
         return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
+    def batch_count(self, batch: str) -> int:
+        """Records in the batch's log: the transactions its settlement counts and its batch upload sends
+        (approved sales - voided or refunded ones too -, voids and refunds): `len(batch_records(batch))`,
+        the debit count plus the credit count of `batch_totals(batch)`. Declined, reversed, unanswered and
+        refused-reversal transactions are not in the log, as on a real terminal (it logs successes only).
+        What `TerminalConfig.batch_capacity` is measured against."""
+        return self._count(f"SELECT COUNT(*) FROM txn WHERE batch = ? AND status IN {schema._in(COUNTED_STATUSES)}",
+                           (batch,))
+
     def batch_records(self, batch: str) -> list[BatchItem]:
         """Batch upload records: every approved, non-reversed sale (voided ones too), void and refund, in order,
         each with its own STAN, clear PAN and amount."""

@@ -21,10 +21,11 @@ CHECK constraints that the API leaves to it (mid, a settlement's result/totals/u
 step, a receipt's printed flag) are checked with the same messages.
 
 Indexes stand where `Journal` relies on SQL: (batch, stan) -> transaction, STAN -> latest transaction and
-latest sale, per-batch transaction lists, transactions owed a signature per batch, reversals owed in
-order, unprinted receipts, receipts per (stan, batch), settlements per batch. No call a sale makes scans
-history; the queries a person asks for (batch totals, transactions, receipts without both stan and batch,
-events by kind) read one batch or the history as SQL would.
+latest sale, per-batch transaction lists and log counts (`batch_count`, kept as statuses change),
+transactions owed a signature per batch, reversals owed in order, unprinted receipts, receipts per
+(stan, batch), settlements per batch. No call a sale makes scans history; the queries a person asks for
+(batch totals, transactions, receipts without both stan and batch, events by kind) read one batch or the
+history as SQL would.
 """
 
 from __future__ import annotations
@@ -108,6 +109,10 @@ def _thaw(value: Any) -> Any:
     if kind is list:
         return [_thaw(v) for v in value]
     return value
+
+
+#: Statuses counted in a batch's log, as a set (`batch_count` is kept as statuses change).
+_LOGGED = frozenset(COUNTED_STATUSES)
 
 
 def _not_null(path: str, table: str, **columns: Any) -> None:
@@ -234,6 +239,7 @@ class MemoryJournal(JournalCommon):
         self._latest: dict[str, _Txn] = {}  # stan -> its latest transaction
         self._latest_sale: dict[str, _Txn] = {}  # stan -> its latest sale
         self._by_batch: dict[str, list[_Txn]] = {}
+        self._logged: dict[str, int] = {}  # batch -> its transactions in COUNTED_STATUSES (`batch_count`)
         self._owed_signature: dict[str, dict[int, _Txn]] = {}  # batch -> id -> signature unsigned or pending
         self._reversals: dict[int, _Reversal] = {}  # txn id -> reversal owed, oldest first
         self._receipts: list[_Receipt] = []
@@ -367,6 +373,13 @@ class MemoryJournal(JournalCommon):
             return self._txns[txn_id - 1]
         return None
 
+    def _set_status(self, txn: _Txn, status: str) -> None:
+        """Every status change goes through here: it keeps the batch's log count (`batch_count`)."""
+        logged, was = status in _LOGGED, txn.status in _LOGGED
+        txn.status = status
+        if logged is not was:
+            self._logged[txn.batch] = self._logged.get(txn.batch, 0) + (1 if logged else -1)
+
     def pan_for(self, txn: Transaction | int) -> str:
         txn_id = txn if isinstance(txn, int) else txn.id
         with self._lock:
@@ -428,7 +441,8 @@ class MemoryJournal(JournalCommon):
                     return
                 raise JournalError(f"journal {self.path}: transaction {batch}/{stan} is already {txn.status}; "
                                    f"a reply {rc} cannot change it")
-            txn.status, txn.rc, txn.rrn, txn.auth_code = status, rc, rrn, auth_code
+            self._set_status(txn, status)
+            txn.rc, txn.rrn, txn.auth_code = rc, rrn, auth_code
             txn.host_date, txn.host_time, txn.updated_at = host_date, host_time, now
             self._reversals.pop(txn.id, None)
             if approved and txn.original_stan:
@@ -446,12 +460,12 @@ class MemoryJournal(JournalCommon):
         if original is None:
             return  # a sale this journal never held
         if txn.kind == "void":
-            original.status = "voided"
+            self._set_status(original, "voided")
             original.updated_at = now
         elif txn.kind == "refund":
             refunded = original.refunded_fen + txn.amount_fen
             if refunded >= original.amount_fen and original.status == "approved":
-                original.status = "refunded"
+                self._set_status(original, "refunded")
             original.refunded_fen = refunded
             original.updated_at = now
 
@@ -469,7 +483,7 @@ class MemoryJournal(JournalCommon):
             self._check_open()
             txn = self._live(stan, batch)
             if txn.id in self._reversals:
-                txn.status = "reversal_pending"
+                self._set_status(txn, "reversal_pending")
             txn.rc = rc
             txn.updated_at = self._now()
             self._event("txn.refused", {"stan": stan, "batch": batch, "rc": rc})
@@ -482,7 +496,7 @@ class MemoryJournal(JournalCommon):
             owed = self._reversals.get(txn.id)
             if owed is not None:
                 owed.reason = reason
-                txn.status = "reversal_pending"
+                self._set_status(txn, "reversal_pending")
                 txn.updated_at = self._now()
             self._event("txn.unanswered", {"stan": stan, "batch": batch, "reason": reason,
                                            "protected": owed is not None})
@@ -525,7 +539,8 @@ class MemoryJournal(JournalCommon):
             status = "reversed" if outcome in REVERSED else "reversal_refused"
             txn = owed.txn
             del self._reversals[txn.id]
-            txn.status, txn.reversal_rc, txn.updated_at = status, outcome, now
+            self._set_status(txn, status)
+            txn.reversal_rc, txn.updated_at = outcome, now
             self._event("reversal.cleared" if status == "reversed" else "reversal.refused",
                         {"stan": stan, "batch": batch, "rc": outcome})
             return True
@@ -609,6 +624,12 @@ class MemoryJournal(JournalCommon):
                     credit += txn.amount_fen
                     credit_n += 1
         return debit, debit_n, credit, credit_n
+
+    def batch_count(self, batch: str) -> int:
+        """Records in the batch's log (see Journal): a count kept as statuses change, no walk of the batch."""
+        with self._lock:
+            self._check_open()
+            return self._logged.get(batch, 0)
 
     def batch_records(self, batch: str) -> list[BatchItem]:
         with self._lock:

@@ -58,7 +58,8 @@ class Pair:
         if not self.file.closed:
             batches = {*batches, self.file.batch}
         for batch in sorted(batches) or BATCHES[:1]:
-            queries += [("batch_totals", (batch,), {}), ("batch_records", (batch,), {}), ("unsigned", (batch,), {}),
+            queries += [("batch_totals", (batch,), {}), ("batch_records", (batch,), {}), ("batch_count", (batch,), {}),
+                        ("unsigned", (batch,), {}),
                         ("unsigned_stans", (batch,), {}), ("settlement_report", (batch,), {}),
                         ("transactions", (batch,), {"status": "approved"}), ("receipts", (), {"batch": batch}),
                         ("settlement", (batch,), {})]
@@ -414,6 +415,13 @@ class _NoScan(list):
         raise AssertionError("walked all of history")
 
 
+class _NoScanBatches(dict):
+    """batch -> its transactions, each list made a `_NoScan` as it is stored: no walk of a whole batch."""
+
+    def __setitem__(self, batch, txns):
+        super().__setitem__(batch, _NoScan(txns))
+
+
 class _NoScanDeque(deque):
     def __iter__(self):
         raise AssertionError("walked all events")
@@ -438,8 +446,14 @@ def test_what_a_sale_does_reads_no_history():
     j._txns = _NoScan(j._txns)
     j._receipts = _NoScan(j._receipts)
     j._events = _NoScanDeque(j._events, maxlen=j._events.maxlen)
+    by_batch = _NoScanBatches()
+    for batch, txns in j._by_batch.items():
+        by_batch[batch] = txns
+    j._by_batch = by_batch
+    approved = 0
     for i in range(20):  # a sale, as the terminal makes it, with everything it asks the journal
         assert j.pending_reversals() == [] and j.open_intents() == []
+        assert j.batch_count(j.batch) == approved  # the batch-capacity check, before every sale
         stan = j.next_stan()
         txn_id = j.record_pending(kind="sale", stan=stan, batch=j.batch, amount_fen=500, pan=PAN,
                                   reversal=reversal_fields(stan, 500, j.batch))
@@ -450,6 +464,7 @@ def test_what_a_sale_does_reads_no_history():
             assert j.clear_reversal(stan, j.batch, "00") is True
             continue
         j.record_reply(stan=stan, batch=j.batch, rc="00", approved=True, rrn="1" * 12, auth_code="A1")
+        approved += 1
         j.set_signature(stan, j.batch, "unsigned" if i % 3 else "signed", image=b"PNG")
         slips = j.store_receipts([("transaction", SLIP, "merchant"), ("transaction", SLIP, "customer")], stan=stan,
                                  batch=j.batch, pan=PAN)
@@ -466,6 +481,7 @@ def test_what_a_sale_does_reads_no_history():
     assert len(j._reversals) == 0 and len(j._unprinted) == 1200  # the history's slips were never printed
     assert sorted(j._by_batch) == ["000001", "000002", "000003", "000004"]
     assert [len(j._by_batch[b]) for b in sorted(j._by_batch)] == [200, 200, 200, 20]
+    assert [j.batch_count(b) for b in sorted(j._by_batch)] == [200, 200, 200, approved]
     assert len(j._owed_signature["000004"]) == len([i for i in range(20) if i % 4 and i % 3])
 
 
