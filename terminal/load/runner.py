@@ -212,7 +212,8 @@ class LoadRunner:
         report.add_totals(term.journal.batch_totals(result.batch))
         settled = self._settled.setdefault(term.tid, set())
         settled.add(result.batch)
-        settled.intersection_update(s.batch for s in term.journal.settlements())
+        if getattr(term.journal, "keep_batches", None) is not None:  # retention may have dropped some
+            settled.intersection_update(s.batch for s in term.journal.settlements())
         self._approved_sales[term.tid] = []  # voids are for the open batch only; its sales start afresh
         return True
 

@@ -140,3 +140,15 @@ def test_possim_load_batch_capacity_flag_settles_mid_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "terminal", "load", "--connect", url, "--batch-capacity", "0"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "--batch-capacity: expected a positive whole number" in bad.stderr
+
+
+async def test_file_journals_keep_their_settled_batches_and_nothing_is_counted_twice(tmp_path):
+    """With SQLite journals (LoadConfig.journal_dir) every settled batch stays in the journal: the report's
+    totals still count each batch once - settled mid-run or at the day end."""
+    journals = tmp_path / "journals"
+    journals.mkdir()
+    report, host, _ = await run_fleet(tmp_path, 5, batch_capacity=3, concurrency=5, ramp_up=0.0, duration=60.0,
+                                      max_transactions=60, mix={"sale": 1}, journal_dir=str(journals))
+    assert report.signed_off == 5 and report.errors == 0 and report.settlements >= 5 * 3
+    assert report.journal_totals == host and host[1] == report.approved == 60
+    assert len(list(journals.glob("*.sqlite"))) == 5
