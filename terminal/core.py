@@ -62,6 +62,9 @@ from .result import OpResult
 log = logging.getLogger("possim.terminal")
 
 TXN_TYPES = {"sale": "SALE", "void": "VOID", "refund": "REFUND", "balance": "BALANCE"}
+#: Operations that add a record to the batch's log when approved (a balance enquiry adds none): refused
+#: while the batch holds `TerminalConfig.batch_capacity` records.
+LOGGED_OPS = frozenset({"sale", "void", "refund"})
 
 
 class PowerLost(Exception):
@@ -427,7 +430,21 @@ class Terminal:
         if status.low:
             log.info("%s battery low (%.0f%%)", self.tid, status.level)
             self.journal.event("battery.low", {"level": round(status.level, 1)})
+        if op in LOGGED_OPS:
+            return self._refuse_if_batch_full(op)
         return None
+
+    def _refuse_if_batch_full(self, op: str) -> OpResult | None:
+        """The batch's log is full (`batch_capacity` records): refused before the card is read and before
+        anything is sent, until the batch is settled (a real terminal's "BATCH FULL / PLS SETTLE BATCH")."""
+        batch = self.journal.batch
+        records, capacity = self.journal.batch_count(batch), self.config.batch_capacity
+        if records < capacity:
+            return None
+        self.show("BATCH FULL", "PLS SETTLE")
+        self.journal.event("batch.full", {"batch": batch, "records": records, "capacity": capacity, "op": op})
+        return self._result(op, False, message="batch full: settle first",
+                            detail={"batch_full": True, "records": records, "capacity": capacity})
 
     async def sale(self, amount_fen: int, *, card: Card | str | None = None, method: str = "swipe",
                    pin: str | None = None) -> OpResult:

@@ -22,6 +22,16 @@ def parse_duration(text: str) -> float:
     return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("load", help="drive a fleet of simulated terminals against a host",
                                    description="Sign N terminals in, run a transaction mix for a duration (open model "
@@ -39,6 +49,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--mix", default="sale=80,void=5,refund=5,balance=10")
     parser.add_argument("--faults", help="fault plan (TOML) applied to every terminal")
     parser.add_argument("--reply-timeout", type=float, default=10.0)
+    parser.add_argument("--batch-capacity", type=positive_int, metavar="N",
+                        help="records a terminal's batch holds before it refuses sales (BATCH FULL); the run settles "
+                             "a full batch and carries on (default: the terminal's, 500)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", help="write the final report: .json or .csv")
     parser.add_argument("--quiet", action="store_true", help="no live table")
@@ -65,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     config = LoadConfig(url=args.connect, identities=identities, duration=args.duration, rate=args.rate,
                         concurrency=args.concurrency, ramp_up=args.ramp_up, mix=mix, reply_timeout=args.reply_timeout,
-                        seed=args.seed, faults=faults)
+                        seed=args.seed, faults=faults, batch_capacity=args.batch_capacity)
     report = asyncio.run(_run(config, quiet=args.quiet, runner_cls=LoadRunner))
     data = report.as_json()
     if args.report:

@@ -87,16 +87,23 @@ class Journal(JournalCommon):
     # ------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, *, tid: str, mid: str, pan_key: bytes,
-             clock: Callable[[], float] = time.time) -> Journal | MemoryJournal:
+             clock: Callable[[], float] = time.time, keep_batches: int | None = None,
+             max_events: int | None = None) -> Journal | MemoryJournal:
         """Open (or create) the journal at `path`; ":memory:" gives a `MemoryJournal` (the same calls and
         answers, in process memory: load runs, fleets, tests).
+
+        `keep_batches` and `max_events` bound a memory journal (see `MemoryJournal.keep_batches`); a file
+        keeps every batch and prunes events itself, so for a file they are a ValueError.
 
         Refuses, with a JournalError naming the file: a file that is not SQLite, an SQLite file that is
         not a terminal journal, a newer schema, another terminal's journal, a different card-data key.
         """
         path = str(path)
         if path == ":memory:":
-            return MemoryJournal.open(path, tid=tid, mid=mid, pan_key=pan_key, clock=clock)
+            return MemoryJournal.open(path, tid=tid, mid=mid, pan_key=pan_key, clock=clock, keep_batches=keep_batches,
+                                      max_events=max_events)
+        if keep_batches is not None or max_events is not None:
+            raise ValueError(f"keep_batches and max_events bound a journal in memory, not the file {path}")
         vault = opening(tid, mid, pan_key)
         if not os.path.exists(path):
             try:  # card data and wrapped keys live here: readable by the owner only
@@ -611,6 +618,15 @@ class Journal(JournalCommon):
             f"FROM txn WHERE batch = ? AND status IN {schema._in(COUNTED_STATUSES)}", (batch,))
         assert row is not None
         return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+    def batch_count(self, batch: str) -> int:
+        """Records in the batch's log: the transactions its settlement counts and its batch upload sends
+        (approved sales - voided or refunded ones too -, voids and refunds): `len(batch_records(batch))`,
+        the debit count plus the credit count of `batch_totals(batch)`. Declined, reversed, unanswered and
+        refused-reversal transactions are not in the log, as on a real terminal (it logs successes only).
+        What `TerminalConfig.batch_capacity` is measured against."""
+        return self._count(f"SELECT COUNT(*) FROM txn WHERE batch = ? AND status IN {schema._in(COUNTED_STATUSES)}",
+                           (batch,))
 
     def batch_records(self, batch: str) -> list[BatchItem]:
         """Batch upload records: every approved, non-reversed sale (voided ones too), void and refund, in order,

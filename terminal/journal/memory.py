@@ -21,10 +21,15 @@ CHECK constraints that the API leaves to it (mid, a settlement's result/totals/u
 step, a receipt's printed flag) are checked with the same messages.
 
 Indexes stand where `Journal` relies on SQL: (batch, stan) -> transaction, STAN -> latest transaction and
-latest sale, per-batch transaction lists, transactions owed a signature per batch, reversals owed in
-order, unprinted receipts, receipts per (stan, batch), settlements per batch. No call a sale makes scans
-history; the queries a person asks for (batch totals, transactions, receipts without both stan and batch,
-events by kind) read one batch or the history as SQL would.
+latest sale, per-batch transaction lists and log counts (`batch_count`, kept as statuses change),
+transactions owed a signature per batch, reversals owed in order, unprinted receipts, receipts per
+(stan, batch) and per batch, settlements per batch. No call a sale makes scans history; the queries a
+person asks for (batch totals, transactions, receipts without both stan and batch, events by kind) read
+one batch or the history as SQL would.
+
+Retention, which a file journal does not have: `keep_batches=N` keeps only the last N settled batches
+(see `MemoryJournal.keep_batches`) and `max_events` fewer events, so a journal that lives as long as a
+load run does not grow with the sales it makes. The defaults keep everything, as `Journal` does.
 """
 
 from __future__ import annotations
@@ -108,6 +113,22 @@ def _thaw(value: Any) -> Any:
     if kind is list:
         return [_thaw(v) for v in value]
     return value
+
+
+def _positive(value: Any, what: str) -> int:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{what} must be a positive whole number, got {value!r}")
+    return value
+
+
+def _retention(value: Any) -> int | None:
+    """`keep_batches`: None (keep every batch) or at least 1 (the batch just settled stays: its voucher, the
+    sign-off voucher and `advance_batch` read it)."""
+    return None if value is None else _positive(value, "keep_batches")
+
+
+#: Statuses counted in a batch's log, as a set (`batch_count` is kept as statuses change).
+_LOGGED = frozenset(COUNTED_STATUSES)
 
 
 def _not_null(path: str, table: str, **columns: Any) -> None:
@@ -213,13 +234,16 @@ class MemoryJournal(JournalCommon):
     docstring). Open with `Journal.open(":memory:", ...)` or `MemoryJournal.open(...)`. Each call is documented
     on `Journal`; a docstring here says only what is particular to memory."""
 
-    def __init__(self, *, tid: str, mid: str, clock: Callable[[], float]) -> None:
+    def __init__(self, *, tid: str, mid: str, clock: Callable[[], float], keep_batches: int | None = None,
+                 max_events: int | None = None) -> None:
         self.path = MEMORY
         self.tid = tid
         self._clock = clock
         self._lock = threading.RLock()
         self._closed = False
         self._created_at = float(clock())  # when the journal was made (the SQLite one's schema_version row)
+        self._keep_batches = _retention(keep_batches)
+        self._max_events = MAX_EVENTS if max_events is None else _positive(max_events, "max_events")
         self._empty(mid)
 
     def _empty(self, mid: str) -> None:
@@ -229,23 +253,29 @@ class MemoryJournal(JournalCommon):
             "operator": None, "signed_in": 0, "signed_in_at": None, "signed_out_at": None, "last_activity_at": None,
             "wrapped_keys": None, "key_mode": None, "stan": 0, "batch": "000001"}
         self._keep = frozenset({mid})  # our own MID is not a card number
-        self._txns: list[_Txn] = []
+        self._txns: dict[int, _Txn] = {}  # id -> transaction, in id order
+        self._txn_id = 0  # the last id handed out: ids count on whatever retention dropped
         self._by_key: dict[tuple[str, str], _Txn] = {}  # (batch, stan)
         self._latest: dict[str, _Txn] = {}  # stan -> its latest transaction
         self._latest_sale: dict[str, _Txn] = {}  # stan -> its latest sale
         self._by_batch: dict[str, list[_Txn]] = {}
+        self._logged: dict[str, int] = {}  # batch -> its transactions in COUNTED_STATUSES (`batch_count`)
         self._owed_signature: dict[str, dict[int, _Txn]] = {}  # batch -> id -> signature unsigned or pending
         self._reversals: dict[int, _Reversal] = {}  # txn id -> reversal owed, oldest first
-        self._receipts: list[_Receipt] = []
+        self._receipts: dict[int, _Receipt] = {}  # id -> slip, in id order
+        self._receipt_id = 0
+        self._batch_slips: dict[str, list[_Receipt]] = {}  # batch -> its slips (what retention drops with it)
         self._unprinted: dict[int, _Receipt] = {}  # oldest first
         self._owners: dict[tuple[str | None, str | None], list[_Receipt]] = {}  # (stan, batch) -> slips
         self._last_for_stan: dict[str, _Receipt] = {}
         self._vouchers: set[str] = set()  # batches with a printed settlement slip
-        self._intents: list[_Intent] = []
+        self._intents: dict[int, _Intent] = {}  # id -> intent, in id order
+        self._intent_id = 0
         self._open_intents: dict[int, _Intent] = {}  # oldest first
         self._settlements: dict[str, _Settlement] = {}  # in the order settled
         #: (id, at, kind, detail keys (sorted), detail values as `_plain`)
-        self._events: deque[tuple[int, float, str, tuple[str, ...], tuple[Any, ...]]] = deque(maxlen=MAX_EVENTS)
+        self._events: deque[tuple[int, float, str, tuple[str, ...], tuple[Any, ...]]] = deque(
+            maxlen=self._max_events)
         self._event_id = 0
 
     # ------------------------------------------------------------------------------------------
@@ -253,13 +283,91 @@ class MemoryJournal(JournalCommon):
     # ------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path = MEMORY, *, tid: str, mid: str, pan_key: bytes,
-             clock: Callable[[], float] = time.time) -> MemoryJournal:
-        """A new, empty journal in memory (`pan_key` is checked as `Journal.open` checks it, then not needed)."""
+             clock: Callable[[], float] = time.time, keep_batches: int | None = None,
+             max_events: int | None = None) -> MemoryJournal:
+        """A new, empty journal in memory (`pan_key` is checked as `Journal.open` checks it, then not needed).
+
+        `keep_batches` (None: keep everything, as the SQLite journal does): see the attribute. `max_events`
+        (default MAX_EVENTS): the events kept, the oldest dropped first."""
         if str(path) != MEMORY:
             raise ValueError(f"a MemoryJournal lives in memory ({MEMORY!r}), not at {str(path)!r}: "
                              "use Journal.open for a file")
         opening(tid, mid, pan_key)
-        return cls(tid=tid, mid=mid, clock=clock)
+        return cls(tid=tid, mid=mid, clock=clock, keep_batches=keep_batches, max_events=max_events)
+
+    # ------------------------------------------------------------------------------------------
+    # retention: what a long-running journal in memory may let go of
+    # ------------------------------------------------------------------------------------------
+    @property
+    def keep_batches(self) -> int | None:
+        """How many settled batches keep their records; None (the default) keeps every batch.
+
+        With N, each new settlement drops the batches settled before the last N, whole: their transactions,
+        receipts (settlement vouchers included), signature list, settlement record and closed intents, and
+        every index entry pointing at them. Never dropped: the current batch, any batch not settled, and a
+        settled batch that still owes something - a reversal, a slip not printed, a signature, an open
+        intent - until a later settlement finds it clear. A dropped batch then answers as one never seen
+        (no transactions, zero totals, no settlement record), so a refund can no longer find a sale of it
+        (a real terminal's log forgets a settled batch too). Setting it applies it at once."""
+        return self._keep_batches
+
+    @keep_batches.setter
+    def keep_batches(self, value: int | None) -> None:
+        checked = _retention(value)
+        with self._lock:
+            self._check_open()
+            self._keep_batches = checked
+            self._prune()
+
+    @property
+    def max_events(self) -> int:
+        """How many events are kept (the oldest go first); MAX_EVENTS unless set. Setting it keeps the newest."""
+        return self._max_events
+
+    @max_events.setter
+    def max_events(self, value: int) -> None:
+        checked = _positive(value, "max_events")
+        with self._lock:
+            self._check_open()
+            self._max_events = checked
+            self._events = deque(self._events, maxlen=checked)
+
+    def _prune(self) -> None:
+        """Drop the settled batches retention no longer keeps (see `keep_batches`); called at settlement."""
+        keep = self._keep_batches
+        if keep is None or len(self._settlements) <= keep:
+            return
+        current = self._ident["batch"]
+        for batch in list(self._settlements)[:-keep]:
+            if batch != current and not self._owes(batch):
+                self._drop_batch(batch)
+
+    def _owes(self, batch: str) -> bool:
+        """Something of `batch` is still owed: a reversal, a slip, a signature, or day-end work (an open intent)."""
+        return (any(r.txn.batch == batch for r in self._reversals.values())
+                or any(not slip.printed for slip in self._batch_slips.get(batch, ()))
+                or any(t.status == "approved" for t in self._owed_signature.get(batch, {}).values())
+                or any(i.batch == batch for i in self._open_intents.values()))
+
+    def _drop_batch(self, batch: str) -> None:
+        for txn in self._by_batch.pop(batch, ()):
+            del self._txns[txn.id]
+            del self._by_key[(batch, txn.stan)]
+            if self._latest.get(txn.stan) is txn:
+                del self._latest[txn.stan]
+            if self._latest_sale.get(txn.stan) is txn:
+                del self._latest_sale[txn.stan]
+        self._logged.pop(batch, None)
+        self._owed_signature.pop(batch, None)
+        for slip in self._batch_slips.pop(batch, ()):
+            del self._receipts[slip.id]
+            self._owners.pop((slip.stan, batch), None)
+            if slip.stan is not None and self._last_for_stan.get(slip.stan) is slip:
+                del self._last_for_stan[slip.stan]
+        self._vouchers.discard(batch)
+        del self._settlements[batch]
+        for intent in [i for i in self._intents.values() if i.batch == batch and not i.open]:
+            del self._intents[intent.id]
 
     def close(self) -> None:
         with self._lock:
@@ -363,9 +471,14 @@ class MemoryJournal(JournalCommon):
     # card data
     # ------------------------------------------------------------------------------------------
     def _txn_at(self, txn_id: Any) -> _Txn | None:
-        if isinstance(txn_id, int) and 1 <= txn_id <= len(self._txns):
-            return self._txns[txn_id - 1]
-        return None
+        return self._txns.get(txn_id) if isinstance(txn_id, int) else None
+
+    def _set_status(self, txn: _Txn, status: str) -> None:
+        """Every status change goes through here: it keeps the batch's log count (`batch_count`)."""
+        logged, was = status in _LOGGED, txn.status in _LOGGED
+        txn.status = status
+        if logged is not was:
+            self._logged[txn.batch] = self._logged.get(txn.batch, 0) + (1 if logged else -1)
 
     def pan_for(self, txn: Transaction | int) -> str:
         txn_id = txn if isinstance(txn, int) else txn.id
@@ -394,9 +507,10 @@ class MemoryJournal(JournalCommon):
             key = (batch, stan)
             if key in self._by_key:
                 raise JournalError(f"journal {self.path}: STAN {stan} is already used in batch {batch}")
-            txn = _Txn(len(self._txns) + 1, kind, stan, batch, amount_fen, pan, expiry, entry_mode, original_stan,
+            self._txn_id += 1
+            txn = _Txn(self._txn_id, kind, stan, batch, amount_fen, pan, expiry, entry_mode, original_stan,
                        original_batch, now)
-            self._txns.append(txn)
+            self._txns[txn.id] = txn
             self._by_key[key] = txn
             self._latest[stan] = txn
             if kind == "sale":
@@ -428,7 +542,8 @@ class MemoryJournal(JournalCommon):
                     return
                 raise JournalError(f"journal {self.path}: transaction {batch}/{stan} is already {txn.status}; "
                                    f"a reply {rc} cannot change it")
-            txn.status, txn.rc, txn.rrn, txn.auth_code = status, rc, rrn, auth_code
+            self._set_status(txn, status)
+            txn.rc, txn.rrn, txn.auth_code = rc, rrn, auth_code
             txn.host_date, txn.host_time, txn.updated_at = host_date, host_time, now
             self._reversals.pop(txn.id, None)
             if approved and txn.original_stan:
@@ -446,12 +561,12 @@ class MemoryJournal(JournalCommon):
         if original is None:
             return  # a sale this journal never held
         if txn.kind == "void":
-            original.status = "voided"
+            self._set_status(original, "voided")
             original.updated_at = now
         elif txn.kind == "refund":
             refunded = original.refunded_fen + txn.amount_fen
             if refunded >= original.amount_fen and original.status == "approved":
-                original.status = "refunded"
+                self._set_status(original, "refunded")
             original.refunded_fen = refunded
             original.updated_at = now
 
@@ -469,7 +584,7 @@ class MemoryJournal(JournalCommon):
             self._check_open()
             txn = self._live(stan, batch)
             if txn.id in self._reversals:
-                txn.status = "reversal_pending"
+                self._set_status(txn, "reversal_pending")
             txn.rc = rc
             txn.updated_at = self._now()
             self._event("txn.refused", {"stan": stan, "batch": batch, "rc": rc})
@@ -482,7 +597,7 @@ class MemoryJournal(JournalCommon):
             owed = self._reversals.get(txn.id)
             if owed is not None:
                 owed.reason = reason
-                txn.status = "reversal_pending"
+                self._set_status(txn, "reversal_pending")
                 txn.updated_at = self._now()
             self._event("txn.unanswered", {"stan": stan, "batch": batch, "reason": reason,
                                            "protected": owed is not None})
@@ -525,7 +640,8 @@ class MemoryJournal(JournalCommon):
             status = "reversed" if outcome in REVERSED else "reversal_refused"
             txn = owed.txn
             del self._reversals[txn.id]
-            txn.status, txn.reversal_rc, txn.updated_at = status, outcome, now
+            self._set_status(txn, status)
+            txn.reversal_rc, txn.updated_at = outcome, now
             self._event("reversal.cleared" if status == "reversed" else "reversal.refused",
                         {"stan": stan, "batch": batch, "rc": outcome})
             return True
@@ -559,7 +675,7 @@ class MemoryJournal(JournalCommon):
     def transactions(self, batch: str | None = None, *, status: str | None = None) -> list[Transaction]:
         with self._lock:
             self._check_open()
-            rows = self._by_batch.get(batch, []) if batch else self._txns
+            rows = self._by_batch.get(batch, []) if batch else self._txns.values()
             return [self._record(t) for t in rows if not status or t.status == status]
 
     def set_signature(self, stan: str, batch: str, status: str, *, image: bytes | None = None) -> None:
@@ -610,6 +726,12 @@ class MemoryJournal(JournalCommon):
                     credit_n += 1
         return debit, debit_n, credit, credit_n
 
+    def batch_count(self, batch: str) -> int:
+        """Records in the batch's log (see Journal): a count kept as statuses change, no walk of the batch."""
+        with self._lock:
+            self._check_open()
+            return self._logged.get(batch, 0)
+
     def batch_records(self, batch: str) -> list[BatchItem]:
         with self._lock:
             self._check_open()
@@ -639,8 +761,15 @@ class MemoryJournal(JournalCommon):
                     raise JournalError(f"journal {self.path}: CHECK constraint failed: printed IN (0, 1)")
             stored = []
             for kind, text, copy in masked:
-                slip = _Receipt(len(self._receipts) + 1, kind, copy, stan, batch, text, bool(flag))
-                self._receipts.append(slip)
+                self._receipt_id += 1
+                slip = _Receipt(self._receipt_id, kind, copy, stan, batch, text, bool(flag))
+                self._receipts[slip.id] = slip
+                if batch is not None:
+                    in_batch = self._batch_slips.get(batch)
+                    if in_batch is None:
+                        self._batch_slips[batch] = [slip]
+                    else:
+                        in_batch.append(slip)
                 if not flag:
                     self._unprinted[slip.id] = slip
                 elif kind == "settlement" and batch is not None:
@@ -656,9 +785,7 @@ class MemoryJournal(JournalCommon):
         return stored
 
     def _receipt_at(self, receipt_id: Any) -> _Receipt | None:
-        if isinstance(receipt_id, int) and 1 <= receipt_id <= len(self._receipts):
-            return self._receipts[receipt_id - 1]
-        return None
+        return self._receipts.get(receipt_id) if isinstance(receipt_id, int) else None
 
     def _printed(self, slip: _Receipt) -> None:
         if not slip.printed:
@@ -707,7 +834,7 @@ class MemoryJournal(JournalCommon):
             self._check_open()
             slip = next(iter(self._unprinted.values()), None)
             if slip is None and self._receipts:
-                slip = self._receipts[-1]
+                slip = next(reversed(self._receipts.values()))
             return None if slip is None else slip.record()
 
     def receipt_for(self, stan: str, batch: str | None = None) -> StoredReceipt | None:
@@ -737,7 +864,7 @@ class MemoryJournal(JournalCommon):
             if stan and batch:
                 return [r.record() for r in self._owners.get((stan, batch), [])[-count:]]
             found: list[_Receipt] = []
-            for slip in reversed(self._receipts):
+            for slip in reversed(self._receipts.values()):
                 if (not stan or slip.stan == stan) and (not batch or slip.batch == batch):
                     found.append(slip)
                     if len(found) == count:
@@ -761,16 +888,15 @@ class MemoryJournal(JournalCommon):
                     return intent.record()
             if kind == "settlement" and batch in self._settlements:
                 raise JournalError(f"journal {self.path}: batch {batch} is already settled; it is not settled twice")
-            intent = _Intent(len(self._intents) + 1, kind, batch, stored, now)
-            self._intents.append(intent)
+            self._intent_id += 1
+            intent = _Intent(self._intent_id, kind, batch, stored, now)
+            self._intents[intent.id] = intent
             self._open_intents[intent.id] = intent
             self._event(f"intent.{kind}", {"batch": batch})
         return Intent(intent.id, kind, batch, data, "begun", now, now)
 
     def _intent_at(self, intent_id: Any) -> _Intent | None:
-        if isinstance(intent_id, int) and 1 <= intent_id <= len(self._intents):
-            return self._intents[intent_id - 1]
-        return None
+        return self._intents.get(intent_id) if isinstance(intent_id, int) else None
 
     def open_intent(self, kind: str, batch: str | None = None) -> Intent | None:
         with self._lock:
@@ -827,6 +953,7 @@ class MemoryJournal(JournalCommon):
         record = self._settlements.get(batch)
         if record is None:
             self._settlements[batch] = _Settlement(batch, stan, result, terminal_totals, host_totals, count, now)
+            self._prune()  # a new settled batch: retention may let older ones go
         else:
             if stan is not None:
                 record.stan = stan

@@ -407,6 +407,7 @@ class PossimUser(User):
         hardware.printer.load_paper(10**9)
         terminal = Terminal(config, hardware=hardware, trace=self._recorder.trace)
         terminal.channel.observer = self._recorder.observe
+        terminal.journal.keep_batches = 2  # a long run settles full batches: the journal keeps the last two
         self.terminal = terminal
         await terminal.power_on()
         # a fleet signing in at once can outrun the host: retry like a real terminal does
@@ -414,10 +415,13 @@ class PossimUser(User):
 
     async def _transact(self, mix: dict[str, int]) -> OpResult:
         terminal = self.terminal
-        if terminal.state == "signed_out":  # the host dropped our keys (A0, 77...): sign in again first
-            signed_in = await terminal.sign_in()
+        if terminal.state == "signed_out":  # the host dropped our keys (A0, 77...), or a settlement signed
+            signed_in = await terminal.sign_in()  # off: sign in again first
             if not signed_in.ok:
                 return signed_in
+        if terminal.journal.batch_count(terminal.journal.batch) >= terminal.config.batch_capacity:
+            self._sales.clear()  # the batch is full: settle it (this turn's operation); voids are for the next one
+            return await terminal.settle()
         op = self._rng.choices(list(mix), list(mix.values()))[0]
         sales = self._sales
         if op == "void" and sales:

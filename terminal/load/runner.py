@@ -5,6 +5,13 @@ terminal - the way real merchants behave, so a slow host shows queueing. Closed 
 C terminals each run their next transaction as soon as the last finished - the way to find the
 ceiling. Every terminal keeps its own identity, keys, STAN, batch and journal, and the run ends with
 every terminal's day closed, so the host's ledger can be compared with the sum of the journals.
+
+Long runs stay in bounded memory: a terminal's batch holds `batch_capacity` records (a real terminal
+then refuses sales with BATCH FULL), so the runner settles a terminal whose batch is full before its
+next transaction and carries on (the load terminals do not sign off after settlement; the day end
+signs them off). A settled batch's totals go into the report when it is settled; the in-memory
+journals keep only the last `keep_batches` settled batches and `journal_events` events. Latencies are
+kept as C doubles (8 bytes each), exactly, so the percentiles are the same as from a list of floats.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +67,12 @@ class LoadConfig:
     seed: int = 0
     faults: Any = None  # a FaultPlan applied to every terminal
     journal_dir: str | None = None  # None: in-memory journals
+    batch_capacity: int | None = None  # records a terminal's batch holds (None: TerminalConfig's default)
+    # settled batches an in-memory journal keeps (None: all of them): a terminal then holds at most
+    # (keep_batches + 1) x batch_capacity records, about 4.4 KB each with their slips
+    keep_batches: int | None = 1
+    journal_events: int = 1_000  # events an in-memory journal keeps (the last few hundred operations')
+    max_transactions: int | None = None  # stop after this many transactions (None: run for `duration`)
 
 
 @dataclass
@@ -71,13 +85,14 @@ class LoadReport:
     reversals: int = 0
     errors: int = 0
     tps: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    latencies: array[float] = field(default_factory=lambda: array("d"))  # seconds, one per transaction
     rc: Counter[str] = field(default_factory=Counter)
     error_kinds: Counter[str] = field(default_factory=Counter)
     by_op: Counter[str] = field(default_factory=Counter)
     started: float = 0.0
     elapsed: float = 0.0
     journal_totals: tuple[int, int, int, int] = (0, 0, 0, 0)  # summed over every terminal and batch
+    settlements: int = 0  # batches settled mid-run because they were full (not the day-end settlements)
 
     def latency_ms(self) -> dict[str, float]:
         values = sorted(self.latencies)
@@ -90,7 +105,10 @@ class LoadReport:
                 "tps": round(self.tps, 2), "latency_ms": self.latency_ms(), "signed_in": self.signed_in,
                 "response_codes": dict(self.rc), "errors_by_kind": dict(self.error_kinds),
                 "by_operation": dict(self.by_op), "elapsed_s": round(self.elapsed, 3),
-                "journal_totals": list(self.journal_totals)}
+                "journal_totals": list(self.journal_totals), "settlements": self.settlements}
+
+    def add_totals(self, totals: tuple[int, int, int, int]) -> None:
+        self.journal_totals = tuple(a + b for a, b in zip(self.journal_totals, totals, strict=True))
 
 
 class LoadRunner:
@@ -102,19 +120,31 @@ class LoadRunner:
         self._idle: asyncio.Queue[Any] = asyncio.Queue()
         self._on_progress = on_progress
         self._approved_sales: dict[str, list[tuple[str, int]]] = {}
+        #: tid -> batches settled mid-run whose totals are in the report and whose records the journal still
+        #: holds (a batch retention dropped is no longer listed: nothing of it is left to count twice)
+        self._settled: dict[str, set[str]] = {}
+        self._started = 0  # transactions begun
 
     def _make(self, identity: Identity) -> Any:
         from ..chaos import FaultSet
         from ..core import Terminal
         from ..hardware import Hardware
+        from ..journal import MemoryJournal
 
         journal = (f"{self.config.journal_dir}/{identity.tid}.sqlite" if self.config.journal_dir else ":memory:")
+        capacity = {} if self.config.batch_capacity is None else {"batch_capacity": self.config.batch_capacity}
+        # no sign-off after a mid-run settlement: the terminal settles a full batch and goes on selling; the
+        # day end (close_day) settles and then signs off explicitly
         config = TerminalConfig(tid=identity.tid, mid=identity.mid, tmk=identity.tmk, connect=self.config.url,
                                 journal=journal, reply_timeout=self.config.reply_timeout, require_signature=False,
-                                seed=self.config.seed, hardware={"sign_after_s": 0.0, "plugged_in": True})
+                                seed=self.config.seed, hardware={"sign_after_s": 0.0, "plugged_in": True},
+                                sign_off_after_settlement=False, **capacity)
         hardware = Hardware.from_config(config, clock=time.monotonic)
         hardware.printer.load_paper(10**9)
         term = Terminal(config, hardware=hardware)
+        if isinstance(term.journal, MemoryJournal):
+            term.journal.keep_batches = self.config.keep_batches
+            term.journal.max_events = self.config.journal_events
         term.channel.faults = FaultSet(seed=self.config.seed)
         if self.config.faults is not None:
             self.config.faults.apply(term)
@@ -134,10 +164,10 @@ class LoadRunner:
         report.tps = report.transactions / busy if busy > 0 else 0.0
         await self._close_all()
         report.elapsed = time.perf_counter() - report.started
-        for term in self.terminals:
-            for txn_batch in {t.batch for t in term.journal.transactions()}:
-                totals = term.journal.batch_totals(txn_batch)
-                report.journal_totals = tuple(a + b for a, b in zip(report.journal_totals, totals, strict=True))
+        for term in self.terminals:  # the batches not counted yet: each terminal's last ones
+            counted = self._settled.get(term.tid, set())
+            for txn_batch in {t.batch for t in term.journal.transactions()} - counted:
+                report.add_totals(term.journal.batch_totals(txn_batch))
             term.journal.close()
         return report
 
@@ -165,7 +195,32 @@ class LoadRunner:
         ops, weights = zip(*self.config.mix.items(), strict=True)
         return self.rng.choices(ops, weights)[0]
 
+    def _may_start(self, t0: float) -> bool:
+        limit = self.config.max_transactions
+        return (limit is None or self._started < limit) and time.perf_counter() - t0 < self.config.duration
+
+    async def _settle_full(self, term: Any) -> bool:
+        """Settle a terminal whose batch is full, before it is refused (BATCH FULL); True when settled. The
+        batch's totals are added to the report now, before journal retention may drop the batch."""
+        result = await term.settle()
+        report = self.report
+        if not result.ok:
+            report.errors += 1
+            report.error_kinds[f"mid-run settlement {result.rc or 'failed'}"] += 1
+            return False
+        report.settlements += 1
+        report.add_totals(term.journal.batch_totals(result.batch))
+        settled = self._settled.setdefault(term.tid, set())
+        settled.add(result.batch)
+        if getattr(term.journal, "keep_batches", None) is not None:  # retention may have dropped some
+            settled.intersection_update(s.batch for s in term.journal.settlements())
+        self._approved_sales[term.tid] = []  # voids are for the open batch only; its sales start afresh
+        return True
+
     async def _transact(self, term: Any) -> None:
+        full = term.journal.batch_count(term.journal.batch) >= term.config.batch_capacity
+        if full and not await self._settle_full(term):
+            return  # the failure is counted; the next turn tries again
         op = self._pick()
         sales = self._approved_sales.setdefault(term.tid, [])
         started = time.perf_counter()
@@ -202,9 +257,12 @@ class LoadRunner:
         concurrency = self.config.concurrency or len(self.terminals)
 
         async def worker() -> None:
-            while time.perf_counter() - t0 < self.config.duration:
+            while True:
                 term = await self._idle.get()
                 try:
+                    if not self._may_start(t0):
+                        return
+                    self._started += 1
                     await self._transact(term)
                 finally:
                     self._idle.put_nowait(term)
@@ -215,7 +273,7 @@ class LoadRunner:
         interval = 1.0 / float(self.config.rate or 1)
         tasks: set[asyncio.Task[None]] = set()
         next_at = t0
-        while time.perf_counter() - t0 < self.config.duration:
+        while self._may_start(t0):
             next_at += interval
             delay = next_at - time.perf_counter()
             if delay > 0:
@@ -224,6 +282,7 @@ class LoadRunner:
                 self.report.error_kinds["no idle terminal (host too slow)"] += 1
                 continue
             term = self._idle.get_nowait()
+            self._started += 1
 
             async def run(term: Any = term) -> None:
                 try:

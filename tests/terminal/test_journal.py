@@ -396,6 +396,41 @@ def test_batch_totals_and_records_follow_the_dialect_rules(new_journal):
     assert [t.stan for t in j.transactions(j.batch, status="pending")] == ["000008"]
 
 
+def test_batch_count_is_the_batch_log_a_settlement_counts(new_journal):
+    """batch_count: what batch_records uploads and batch_totals counts - approved sales (voided and refunded
+    ones still in), voids and refunds - and nothing else; per batch; a new batch starts at 0."""
+    j = new_journal()
+    assert j.batch_count(j.batch) == 0
+    counts = []
+    for amount in (1000, 2000, 4000):
+        stan = j.next_stan()
+        pending(j, stan, amount)
+        counts.append(j.batch_count(j.batch))  # in flight: not in the log yet
+        approve(j, stan)
+        counts.append(j.batch_count(j.batch))
+    assert counts == [0, 1, 1, 2, 2, 3]
+    pending(j, j.next_stan(), 500)  # 000004 declined
+    j.record_reply(stan="000004", batch=j.batch, rc="51", approved=False)
+    pending(j, j.next_stan(), 700)  # 000005 reversed
+    j.clear_reversal("000005", j.batch, "00")
+    pending(j, j.next_stan(), 300)  # 000006 the host refused to reverse it
+    j.clear_reversal("000006", j.batch, "12")
+    pending(j, j.next_stan(), 900)  # 000007 unanswered
+    j.set_reversal_reason("000007", j.batch, "98")
+    assert j.batch_count(j.batch) == 3
+    pending(j, j.next_stan(), 1000, kind="void", original="000001")  # 000008: the sale voided, the void logged
+    approve(j, "000008")
+    pending(j, j.next_stan(), 2000, kind="refund", original="000002")  # 000009: refunded in full, still logged
+    approve(j, "000009")
+    _, debit_n, _, credit_n = j.batch_totals(j.batch)
+    assert j.batch_count(j.batch) == 5 == len(j.batch_records(j.batch)) == debit_n + credit_n
+    assert [t.status for t in j.transactions(j.batch)][:2] == ["voided", "refunded"]
+    j.record_settlement(j.batch, result="balanced", terminal_totals="0" * 62, host_totals=None, uploaded=0)
+    settled = j.batch
+    j.advance_batch()
+    assert j.batch_count(j.batch) == 0 and j.batch_count(settled) == 5 and j.batch_count("000777") == 0
+
+
 def test_a_sale_refunded_in_full_is_refunded_and_still_a_debit(new_journal):
     j = new_journal()
     pending(j, j.next_stan(), 1000)

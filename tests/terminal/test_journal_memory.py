@@ -58,7 +58,8 @@ class Pair:
         if not self.file.closed:
             batches = {*batches, self.file.batch}
         for batch in sorted(batches) or BATCHES[:1]:
-            queries += [("batch_totals", (batch,), {}), ("batch_records", (batch,), {}), ("unsigned", (batch,), {}),
+            queries += [("batch_totals", (batch,), {}), ("batch_records", (batch,), {}), ("batch_count", (batch,), {}),
+                        ("unsigned", (batch,), {}),
                         ("unsigned_stans", (batch,), {}), ("settlement_report", (batch,), {}),
                         ("transactions", (batch,), {"status": "approved"}), ("receipts", (), {"batch": batch}),
                         ("settlement", (batch,), {})]
@@ -414,6 +415,32 @@ class _NoScan(list):
         raise AssertionError("walked all of history")
 
 
+class _NoScanDict(dict):
+    """An index by id that may be added to, looked up and counted, but not walked."""
+
+    def __iter__(self):
+        raise AssertionError("walked all of history")
+
+    def __reversed__(self):
+        raise AssertionError("walked all of history")
+
+    def keys(self):
+        raise AssertionError("walked all of history")
+
+    def values(self):
+        raise AssertionError("walked all of history")
+
+    def items(self):
+        raise AssertionError("walked all of history")
+
+
+class _NoScanBatches(dict):
+    """batch -> its transactions, each list made a `_NoScan` as it is stored: no walk of a whole batch."""
+
+    def __setitem__(self, batch, txns):
+        super().__setitem__(batch, _NoScan(txns))
+
+
 class _NoScanDeque(deque):
     def __iter__(self):
         raise AssertionError("walked all events")
@@ -435,11 +462,17 @@ def test_what_a_sale_does_reads_no_history():
         j.complete_settlement(j.begin_intent("settlement", j.batch), result="balanced", terminal_totals="t",
                               host_totals="t", uploaded=0)
         assert j.batch == f"{batch_no + 2:06d}"
-    j._txns = _NoScan(j._txns)
-    j._receipts = _NoScan(j._receipts)
+    j._txns = _NoScanDict(j._txns)
+    j._receipts = _NoScanDict(j._receipts)
     j._events = _NoScanDeque(j._events, maxlen=j._events.maxlen)
+    by_batch = _NoScanBatches()
+    for batch, txns in j._by_batch.items():
+        by_batch[batch] = txns
+    j._by_batch = by_batch
+    approved = 0
     for i in range(20):  # a sale, as the terminal makes it, with everything it asks the journal
         assert j.pending_reversals() == [] and j.open_intents() == []
+        assert j.batch_count(j.batch) == approved  # the batch-capacity check, before every sale
         stan = j.next_stan()
         txn_id = j.record_pending(kind="sale", stan=stan, batch=j.batch, amount_fen=500, pan=PAN,
                                   reversal=reversal_fields(stan, 500, j.batch))
@@ -450,6 +483,7 @@ def test_what_a_sale_does_reads_no_history():
             assert j.clear_reversal(stan, j.batch, "00") is True
             continue
         j.record_reply(stan=stan, batch=j.batch, rc="00", approved=True, rrn="1" * 12, auth_code="A1")
+        approved += 1
         j.set_signature(stan, j.batch, "unsigned" if i % 3 else "signed", image=b"PNG")
         slips = j.store_receipts([("transaction", SLIP, "merchant"), ("transaction", SLIP, "customer")], stan=stan,
                                  batch=j.batch, pan=PAN)
@@ -466,6 +500,7 @@ def test_what_a_sale_does_reads_no_history():
     assert len(j._reversals) == 0 and len(j._unprinted) == 1200  # the history's slips were never printed
     assert sorted(j._by_batch) == ["000001", "000002", "000003", "000004"]
     assert [len(j._by_batch[b]) for b in sorted(j._by_batch)] == [200, 200, 200, 20]
+    assert [j.batch_count(b) for b in sorted(j._by_batch)] == [200, 200, 200, approved]
     assert len(j._owed_signature["000004"]) == len([i for i in range(20) if i % 4 and i % 3])
 
 
@@ -490,7 +525,7 @@ def test_opening_a_memory_journal_checks_what_journal_open_checks():
     assert j.identity()["tid"] == TID and j.batch == "000001" and j.stan == "000000"
     pending(j, j.next_stan(), 100)
     j.close()
-    assert j.closed and repr(j) == f"<MemoryJournal :memory: tid={TID} closed>" and j._txns == []
+    assert j.closed and repr(j) == f"<MemoryJournal :memory: tid={TID} closed>" and j._txns == {}
     with pytest.raises(JournalError, match="journal :memory: is closed"):
         j.transactions()
 
@@ -507,3 +542,129 @@ def test_records_handed_out_are_copies():
     assert j.events("x")[0]["detail"] == {"list": [1], "map": {"a": 1}}
     assert j.open_intents()[0].data == {"list": [1]}
     assert isinstance(j.store_receipt("x", "y"), StoredReceipt)
+
+
+# ----------------------------------------------------------------------------------------------
+# retention (keep_batches, max_events)
+# ----------------------------------------------------------------------------------------------
+
+
+def _batch_answers(j: Any, batch: str) -> list[Any]:
+    """What a person (or the terminal) can ask of one batch."""
+    return [j.batch_totals(batch), j.batch_records(batch), j.batch_count(batch), j.transactions(batch),
+            j.receipts(batch=batch, limit=1000), j.settlement(batch), j.unsigned(batch), j.settlement_report(batch)]
+
+
+def test_retention_keeps_the_last_settled_batches_whole_and_everything_still_owed(tmp_path):
+    """keep_batches=2 against a file journal (which keeps everything) fed the same calls: after 30 batches the
+    memory journal holds at most the last 2 settled batches and the open one; each batch it holds answers
+    exactly as the file does; a settled batch that still owes a reversal, a slip or a signature stays until a
+    later settlement finds it clear; a dropped batch answers as one never seen."""
+    full = open_journal(tmp_path / "full.sqlite", Clock())
+    kept = Journal.open(":memory:", tid=TID, mid=MID, pan_key=KEY, clock=Clock(), keep_batches=2)
+    assert isinstance(kept, MemoryJournal) and kept.keep_batches == 2
+    both = (full, kept)
+    sales = 10
+    owing: dict[str, str] = {}  # batch -> what it still owes
+    for number in range(1, 31):
+        batch = full.batch
+        for _ in range(sales):
+            for j in both:
+                stan = j.next_stan()
+                pending(j, stan, 100 * number)
+                approve(j, stan)
+                for slip in j.store_receipts([("transaction", SLIP, "merchant"), ("transaction", SLIP, "customer")],
+                                             stan=stan, batch=batch):
+                    j.mark_printed(slip)
+        if number == 3:  # a reversal still owed at settlement
+            for j in both:
+                stan = j.next_stan()
+                pending(j, stan, 999)
+                j.set_reversal_reason(stan, batch, "98")
+            owing[batch] = "reversal"
+        if number == 5:  # a slip not printed
+            for j in both:
+                j.store_receipt("declined", "DECLINED", stan=j.stan, batch=batch)
+            owing[batch] = "slip"
+        if number == 7:  # a signature still owed
+            for j in both:
+                j.set_signature(j.stan, batch, "unsigned")
+            owing[batch] = "signature"
+        if number == 12:  # everything owed is settled up; the next settlement lets those batches go
+            reversal = full.pending_reversals()[0]
+            unsigned_batch = next(b for b, what in owing.items() if what == "signature")
+            for j in both:
+                assert j.clear_reversal(reversal.stan, reversal.batch, "00")
+                j.mark_printed(j.pending_receipts()[0])
+                j.set_signature(j.unsigned(unsigned_batch)[0].stan, unsigned_batch, "uploaded")
+            owing.clear()
+        for j in both:
+            intent = j.begin_intent("settlement", batch, {"totals": list(j.batch_totals(batch))})
+            j.complete_settlement(intent, result="balanced", terminal_totals="t", host_totals="t", uploaded=0)
+            j.store_receipt("settlement", f"VOUCHER {batch}", batch=batch, printed=True)
+        settled = [s.batch for s in full.settlements()]
+        held = sorted({*settled[-2:], *owing})
+        assert [s.batch for s in kept.settlements()] == held
+        assert sorted({t.batch for t in kept.transactions()}) == held
+        for b in held:
+            assert _batch_answers(kept, b) == _batch_answers(full, b), b
+        for b in set(settled[:-2]) - set(owing):  # dropped: as a batch never seen
+            report = kept.settlement_report(b)
+            assert _batch_answers(kept, b)[:-1] == [(0, 0, 0, 0), [], 0, [], [], None, []]
+            assert (report.totals, report.settlement, report.by_status) == ((0, 0, 0, 0), None, {})
+    # what the whole journal answers is unchanged where it concerns what is held
+    for name in ("pending_reversals", "pending_receipts", "open_intents", "last_settlement", "last_receipt",
+                 "identity", "summary", "stan", "batch"):
+        file_answer, memory_answer = (g() if callable(g) else g for g in (getattr(j, name) for j in both))
+        assert memory_answer == file_answer, name
+    last = full.transactions(full.settlements()[-1].batch)[-1]
+    for j in both:
+        assert j.find_transaction(last.stan) == last and j.receipt_for(last.stan) == full.receipt_for(last.stan)
+    assert kept.find_transaction("000001") is None and full.find_transaction("000001") is not None
+    # bounded: 30 batches of 10 sales went through; 2 settled batches of them are held, with their indexes
+    assert len(full.transactions()) == 30 * sales + 1  # and the one reversed
+    assert len(kept._txns) == len(kept._by_key) == len(kept._latest) == 2 * sales
+    assert len(kept._receipts) == 2 * (2 * sales + 1) == sum(map(len, kept._batch_slips.values()))
+    assert len(kept._owners) <= 2 * (sales + 1) and len(kept._last_for_stan) <= 2 * sales
+    assert len(kept._settlements) == 2 and len(kept._intents) == 2 and len(kept._vouchers) == 2
+    assert set(kept._by_batch) == set(kept._logged) == set(kept._batch_slips) == set(held)
+    # ids count on where they were: the next sale has the same id in both
+    for j in both:
+        stan = j.next_stan()
+        assert pending(j, stan, 5) == 30 * sales + 2
+
+
+def test_retention_applies_at_once_when_set_and_checks_its_arguments(tmp_path):
+    j = open_journal(":memory:")
+    for _ in range(4):
+        stan = j.next_stan()
+        pending(j, stan, 100)
+        approve(j, stan)
+        j.complete_settlement(j.begin_intent("settlement", j.batch), result="balanced", terminal_totals="t",
+                              host_totals="t", uploaded=0)
+    assert j.keep_batches is None and len(j.settlements()) == 4  # the default keeps everything
+    j.keep_batches = 1
+    assert [s.batch for s in j.settlements()] == ["000004"] and [t.stan for t in j.transactions()] == ["000004"]
+    j.advance_batch()  # the last settled batch is held: advancing past it again is still a no-op
+    assert j.batch == "000005"
+    for bad in (0, -1, "2", 1.5, True):
+        with pytest.raises(ValueError, match="keep_batches must be a positive whole number"):
+            j.keep_batches = bad
+        with pytest.raises(ValueError, match="keep_batches must be a positive whole number"):
+            Journal.open(":memory:", tid=TID, mid=MID, pan_key=KEY, keep_batches=bad)
+    with pytest.raises(ValueError, match="max_events must be a positive whole number"):
+        MemoryJournal.open(tid=TID, mid=MID, pan_key=KEY, max_events=0)
+    with pytest.raises(ValueError, match="bound a journal in memory"):
+        Journal.open(tmp_path / "j.sqlite", tid=TID, mid=MID, pan_key=KEY, keep_batches=2)
+    assert not (tmp_path / "j.sqlite").exists()
+
+
+def test_max_events_keeps_the_newest_events():
+    j = Journal.open(":memory:", tid=TID, mid=MID, pan_key=KEY, clock=Clock(), max_events=5)
+    for n in range(12):
+        j.event("tick", {"n": n})
+    assert j.max_events == 5 and [e["n"] for e in j.events("tick")] == [7, 8, 9, 10, 11]
+    j.max_events = 3
+    assert [e["n"] for e in j.events("tick")] == [9, 10, 11]
+    j.event("tick", {"n": 12})
+    assert [e["n"] for e in j.events("tick")] == [10, 11, 12]

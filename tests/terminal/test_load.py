@@ -1,15 +1,24 @@
-"""Load mode: 1,000 terminals against the reference host; the same through a chaos proxy dropping 1%."""
+"""Load mode: 1,000 terminals against the reference host; the same through a chaos proxy dropping 1%; small
+batches settled mid-run; the report's contract and the `possim load` command line."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from array import array
+from pathlib import Path
 
 from acquirer.config import HostConfig
 from acquirer.host import HostServer
 from terminal.chaos import MessageFault
 from terminal.cli import main
-from terminal.load import LoadConfig, LoadRunner, generate_identities, read_identities
+from terminal.load import LoadConfig, LoadRunner, generate_identities, read_identities, write_identities
+from terminal.load.runner import LoadReport, percentile
 from terminal.proxy import ChaosProxy
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def host_totals(host, identities) -> tuple[int, int, int, int]:
@@ -22,7 +31,7 @@ def host_totals(host, identities) -> tuple[int, int, int, int]:
     return tuple(total)
 
 
-async def run_fleet(tmp_path, count, *, proxy_drop: float | None = None):
+async def run_fleet(tmp_path, count, *, proxy_drop: float | None = None, inspect=None, **load_options):
     identities = generate_identities(count)
     config = HostConfig()
     for identity in identities:
@@ -36,11 +45,13 @@ async def run_fleet(tmp_path, count, *, proxy_drop: float | None = None):
             proxy.faults.add(MessageFault("drop", direction="rx", mti="0210", processing_code="000000",
                                          probability=proxy_drop))
             url = await proxy.listen("tcp://127.0.0.1:0")
-        load = LoadConfig(url=url, identities=identities, duration=1.5, concurrency=100, reply_timeout=2.0,
-                          ramp_up=1.0, seed=3)
-        report = await LoadRunner(load).run()
+        options = {"duration": 1.5, "concurrency": 100, "reply_timeout": 2.0, "ramp_up": 1.0, "seed": 3,
+                   **load_options}
+        report = await LoadRunner(LoadConfig(url=url, identities=identities, **options)).run()
         if proxy is not None:
             await proxy.close()
+        if inspect is not None:
+            inspect(host, identities)
         return report, host_totals(host, identities), proxy
 
 
@@ -73,3 +84,71 @@ def test_identities_csv_round_trip_and_report_contract(tmp_path, capsys):
     report = json.loads(json.dumps(LoadRunner(LoadConfig(url="tcp://x:1", identities=[])).report.as_json()))
     for key in ("terminals", "signed_off", "transactions", "approved", "reversals", "errors", "tps", "latency_ms"):
         assert key in report
+
+
+async def test_full_batches_are_settled_mid_run_and_the_ledgers_still_agree(tmp_path):
+    """Batches of 5 records: 20 terminals make 600 transactions of the default mix, so each fills and settles
+    its batch several times mid-run; at the end every terminal is signed off, every settlement the host
+    recorded is in the report (mid-run ones, plus one day end each), and the host's ledger equals the
+    journals' totals summed over all batches, the ones retention dropped included."""
+    settled: dict[str, int] = {}  # tid -> settlements the host recorded
+
+    def count_settlements(server, identities):
+        settled.update({i.tid: len(server.admin.settlements(i.tid)) for i in identities})
+
+    report, host, _ = await run_fleet(tmp_path, 20, batch_capacity=5, concurrency=20, ramp_up=0.0, duration=60.0,
+                                      max_transactions=600, inspect=count_settlements)
+    data = report.as_json()
+    assert data["terminals"] == 20 and data["signed_off"] == 20 and data["errors"] == 0, data["errors_by_kind"]
+    assert data["transactions"] == 600 and data["settlements"] >= 3 * 20  # several each
+    assert sum(settled.values()) == data["settlements"] + 20 and min(settled.values()) >= 3
+    assert report.journal_totals == host and host[1] > 5 * 20
+
+
+def test_latencies_are_kept_compactly_and_their_percentiles_exactly():
+    values = [0.0123, 0.5, 0.0001, 0.25, 0.07, 1.5, 0.333, 0.002] * 13
+    report = LoadReport()
+    for value in values:
+        report.latencies.append(value)
+    assert isinstance(report.latencies, array) and report.latencies.itemsize == 8
+    ordered = sorted(values)
+    assert report.latency_ms() == {name: round(percentile(ordered, p) * 1000, 2)
+                                   for name, p in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
+    assert report.latency_ms()["max"] == 1500.0 and LoadReport().latency_ms()["p50"] == 0.0
+
+
+def test_possim_load_batch_capacity_flag_settles_mid_run(tmp_path):
+    """`possim load --batch-capacity 3` against `possim host`: the run settles full batches and reports it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    ids = tmp_path / "ids.csv"
+    write_identities(generate_identities(4), ids)
+    host = subprocess.Popen([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
+                             str(tmp_path / "h.sqlite"), "--terminals-csv", str(ids)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    try:
+        url = host.stdout.readline().strip()
+        load = subprocess.run([sys.executable, "-m", "terminal", "load", "--connect", url, "--identities", str(ids),
+                               "--concurrency", "4", "--duration", "1s", "--mix", "sale=1", "--batch-capacity", "3",
+                               "--quiet"], capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        host.kill()
+        host.wait(10)
+    assert load.returncode == 0, load.stderr
+    data = json.loads(load.stdout.splitlines()[-1])
+    assert data["signed_off"] == 4 and data["errors"] == 0
+    assert data["settlements"] >= 4 and data["settlements"] >= data["approved"] // 3 - 4
+    bad = subprocess.run([sys.executable, "-m", "terminal", "load", "--connect", url, "--batch-capacity", "0"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "--batch-capacity: expected a positive whole number" in bad.stderr
+
+
+async def test_file_journals_keep_their_settled_batches_and_nothing_is_counted_twice(tmp_path):
+    """With SQLite journals (LoadConfig.journal_dir) every settled batch stays in the journal: the report's
+    totals still count each batch once - settled mid-run or at the day end."""
+    journals = tmp_path / "journals"
+    journals.mkdir()
+    report, host, _ = await run_fleet(tmp_path, 5, batch_capacity=3, concurrency=5, ramp_up=0.0, duration=60.0,
+                                      max_transactions=60, mix={"sale": 1}, journal_dir=str(journals))
+    assert report.signed_off == 5 and report.errors == 0 and report.settlements >= 5 * 3
+    assert report.journal_totals == host and host[1] == report.approved == 60
+    assert len(list(journals.glob("*.sqlite"))) == 5
