@@ -52,6 +52,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--batch-capacity", type=positive_int, metavar="N",
                         help="records a terminal's batch holds before it refuses sales (BATCH FULL); the run settles "
                              "a full batch and carries on (default: the terminal's, 500)")
+    parser.add_argument("--processes", type=positive_int, default=1, metavar="N",
+                        help="split the fleet across N worker processes, one report (a process drives about one "
+                             "core's worth of terminals; default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", help="write the final report: .json or .csv")
     parser.add_argument("--quiet", action="store_true", help="no live table")
@@ -71,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not args.connect:
             raise ValueError("--connect URL is required (or --emit-identities FILE)")
+        from ..links import check_link_url
+
+        check_link_url(args.connect)
         mix = parse_mix(args.mix)
         faults = FaultPlan.from_toml(args.faults) if args.faults else None
     except (ValueError, OSError, FaultPlanError) as exc:
@@ -79,7 +85,16 @@ def run(args: argparse.Namespace) -> int:
     config = LoadConfig(url=args.connect, identities=identities, duration=args.duration, rate=args.rate,
                         concurrency=args.concurrency, ramp_up=args.ramp_up, mix=mix, reply_timeout=args.reply_timeout,
                         seed=args.seed, faults=faults, batch_capacity=args.batch_capacity)
-    report = asyncio.run(_run(config, quiet=args.quiet, runner_cls=LoadRunner))
+    if args.processes > 1:
+        from ..load import ShardError
+
+        try:
+            report = _run_shards(config, args.processes, quiet=args.quiet)
+        except ShardError as exc:
+            print(f"possim load: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    else:
+        report = asyncio.run(_run(config, quiet=args.quiet, runner_cls=LoadRunner))
     data = report.as_json()
     if args.report:
         write_report(data, args.report)
@@ -87,40 +102,62 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if report.signed_off == report.terminals and report.errors == 0 else EXIT_FAILED
 
 
+def _live() -> bool:
+    return sys.stderr.isatty()
+
+
+def _table(report: Any) -> Any:
+    from rich.table import Table
+
+    lat = report.latency_ms()
+    elapsed = max(1e-9, time.perf_counter() - report.started)
+    t = Table(title=f"possim load: {report.terminals} terminals")
+    for column in ("signed in", "txns", "tps", "p50 ms", "p95 ms", "p99 ms", "max ms", "approved", "reversals",
+                   "errors", "codes"):
+        t.add_column(column, justify="right")
+    codes = " ".join(f"{k}:{v}" for k, v in report.rc.most_common(6))
+    t.add_row(str(report.signed_in), str(report.transactions), f"{report.transactions / elapsed:.0f}",
+              *(f"{lat[k]:.1f}" for k in ("p50", "p95", "p99", "max")), str(report.approved),
+              str(report.reversals), str(report.errors), codes)
+    return t
+
+
+def _throttled(live: Any) -> Any:
+    state = {"last": 0.0}
+
+    def progress(report: Any) -> None:
+        now = time.perf_counter()
+        if now - state["last"] > 0.25:
+            state["last"] = now
+            live.update(_table(report))
+
+    return progress
+
+
 async def _run(config: Any, *, quiet: bool, runner_cls: Any) -> Any:
-    if quiet or not sys.stderr.isatty():
+    if quiet or not _live():
         return await runner_cls(config).run()
     from rich.console import Console
     from rich.live import Live
-    from rich.table import Table
 
-    console = Console(stderr=True)
-    state = {"last": 0.0}
+    with Live(console=Console(stderr=True), refresh_per_second=4) as live:
+        report = await runner_cls(config, on_progress=_throttled(live)).run()
+        live.update(_table(report))
+    return report
 
-    def table(report: Any) -> Table:
-        lat = report.latency_ms()
-        elapsed = max(1e-9, time.perf_counter() - report.started)
-        t = Table(title=f"possim load: {report.terminals} terminals")
-        for column in ("signed in", "txns", "tps", "p50 ms", "p95 ms", "p99 ms", "max ms", "approved", "reversals",
-                       "errors", "codes"):
-            t.add_column(column, justify="right")
-        codes = " ".join(f"{k}:{v}" for k, v in report.rc.most_common(6))
-        t.add_row(str(report.signed_in), str(report.transactions), f"{report.transactions / elapsed:.0f}",
-                  *(f"{lat[k]:.1f}" for k in ("p50", "p95", "p99", "max")), str(report.approved),
-                  str(report.reversals), str(report.errors), codes)
-        return t
 
-    runner = None
-    with Live(console=console, refresh_per_second=4) as live:
-        def progress(report: Any) -> None:
-            now = time.perf_counter()
-            if now - state["last"] > 0.25:
-                state["last"] = now
-                live.update(table(report))
+def _run_shards(config: Any, processes: int, *, quiet: bool) -> Any:
+    """The fleet in shard processes (`load.shards`); the live table shows the shards merged."""
+    from ..load import run_sharded
 
-        runner = runner_cls(config, on_progress=progress)
-        report = await runner.run()
-        live.update(table(report))
+    if quiet or not _live():
+        return run_sharded(config, processes)
+    from rich.console import Console
+    from rich.live import Live
+
+    with Live(console=Console(stderr=True), refresh_per_second=4) as live:
+        report = run_sharded(config, processes, on_progress=_throttled(live))
+        live.update(_table(report))
     return report
 
 

@@ -14,7 +14,16 @@ from .base import FrameLink, LinkClosed, LinkUnavailable, TraceHook
 from .memory import MemoryFrameLink, memory_pair
 from .stream import StreamFrameLink
 from .tcp import connect_tcp, serve_tcp
-from .url import LinkURL, Server, open_link, parse_link_url, register_scheme, serve_link, supported_schemes
+from .url import (
+    LinkURL,
+    Server,
+    check_link_url,
+    open_link,
+    parse_link_url,
+    register_scheme,
+    serve_link,
+    supported_schemes,
+)
 
 __all__ = [
     "FrameLink",
@@ -25,6 +34,7 @@ __all__ = [
     "Server",
     "StreamFrameLink",
     "TraceHook",
+    "check_link_url",
     "connect_tcp",
     "memory_pair",
     "open_link",

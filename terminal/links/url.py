@@ -73,17 +73,23 @@ def supported_schemes() -> list[str]:
     return sorted(_OPENERS)
 
 
+def check_link_url(url: str) -> LinkURL:
+    """`url` parsed, or ValueError naming what is wrong with it (no scheme, a bad port, a scheme no transport
+    opens) - for commands that take a URL and should say so before they start, not at the first connect."""
+    parsed = parse_link_url(url)
+    if parsed.scheme not in _OPENERS:
+        raise ValueError(f"unsupported link scheme {parsed.scheme!r} in {url!r}; "
+                         f"supported: {', '.join(supported_schemes())}")
+    return parsed
+
+
 async def open_link(url: str, **kw: Any) -> FrameLink:
     """The client end of a link. LinkUnavailable when it cannot be reached; ValueError for a bad URL.
 
     `kw` goes to the scheme's opener; for tcp: `timeout` and the framing options of StreamFrameLink.
     """
-    parsed = parse_link_url(url)
-    opener = _OPENERS.get(parsed.scheme)
-    if opener is None:
-        raise ValueError(f"unsupported link scheme {parsed.scheme!r} in {url!r}; "
-                         f"supported: {', '.join(supported_schemes())}")
-    return await opener(parsed, **kw)
+    parsed = check_link_url(url)
+    return await _OPENERS[parsed.scheme](parsed, **kw)
 
 
 async def serve_link(url: str, handler: Handler, **kw: Any) -> Server:

@@ -2,6 +2,7 @@
 
 from .identities import Identity, generate_identities, read_identities, write_identities
 from .runner import LoadConfig, LoadReport, LoadRunner
+from .shards import ShardError, run_sharded
 
-__all__ = ["Identity", "LoadConfig", "LoadReport", "LoadRunner", "generate_identities", "read_identities",
-           "write_identities"]
+__all__ = ["Identity", "LoadConfig", "LoadReport", "LoadRunner", "ShardError", "generate_identities", "read_identities",
+           "run_sharded", "write_identities"]

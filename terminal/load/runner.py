@@ -21,7 +21,7 @@ import random
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,13 +112,17 @@ class LoadReport:
 
 
 class LoadRunner:
-    def __init__(self, config: LoadConfig, *, on_progress: Callable[[LoadReport], None] | None = None) -> None:
+    def __init__(self, config: LoadConfig, *, on_progress: Callable[[LoadReport], None] | None = None,
+                 ready: Callable[[LoadReport], Awaitable[None]] | None = None) -> None:
+        """`ready`, when given, is awaited once the fleet has signed in and before the first transaction:
+        the seam where shard processes wait for each other (see `shards`)."""
         self.config = config
         self.report = LoadReport(terminals=len(config.identities))
         self.rng = random.Random(config.seed)
         self.terminals: list[Any] = []
         self._idle: asyncio.Queue[Any] = asyncio.Queue()
         self._on_progress = on_progress
+        self._ready = ready
         self._approved_sales: dict[str, list[tuple[str, int]]] = {}
         #: tid -> batches settled mid-run whose totals are in the report and whose records the journal still
         #: holds (a batch retention dropped is no longer listed: nothing of it is left to count twice)
@@ -155,6 +159,8 @@ class LoadRunner:
         report.started = time.perf_counter()
         self.terminals = [self._make(identity) for identity in self.config.identities]
         await self._sign_in_all()
+        if self._ready is not None:
+            await self._ready(report)
         t0 = time.perf_counter()
         if self.config.rate:
             await self._open_model(t0)
