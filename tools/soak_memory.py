@@ -10,14 +10,20 @@ host over loopback TCP, in a fresh process of its own (so memory one run freed c
 - unbounded: what a load run was before batch capacity: no batch ever full, journals that keep every
   batch and up to MAX_EVENTS (100,000) events each.
 The host's ledger is an SQLite file in a temporary directory (its rows are on disk, not in this
-process's heap). Memory is sampled (after a garbage collection) once 60% of the sales are done - by
-then each terminal of the bounded run (360 sales each with the defaults) has settled several batches
-and its journal is full of events (a sale logs 3; 1,000 are kept: full after ~333 sales), so what it
-holds no longer grows - and again after the last sale, before the day end; growth per sale is the
-difference over the sales between. What still grows in the bounded run is the report's latencies,
-8 bytes a transaction. RSS comes from /proc; with `--tracemalloc` the
-Python heap is measured too (tracemalloc makes the run about 3.5 times slower). Last line:
-`soak_kb_per_sale_bounded=X soak_kb_per_sale_unbounded=Y` (RSS, KB per sale).
+process's heap). Memory is sampled (after a garbage collection) once about 60% of the sales are done -
+by then each terminal of the bounded run (375 sales each with the defaults) has settled several
+batches and its journal is full of events (a sale logs 3; 1,000 are kept: full after ~333 sales), so
+what it holds no longer grows - and again after the last sale, before the day end; growth per sale is
+the difference over the sales between. A journal holds up to twice as many sales just before a
+mid-run settlement as just after one, so both samples are taken at the same point of that cycle:
+half-way through every terminal's batch (the terminals go at the same pace, so after a whole number
+of `--capacity` x `--terminals` sales and half of one; `--sales` is rounded down to such a point).
+Half-way, a terminal a few sales ahead of or behind the others changes nothing; at a batch's end it
+might just have settled. What still grows in the bounded run is the report's latencies, 8 bytes a
+transaction.
+RSS comes from /proc; with `--tracemalloc` the Python heap is measured too (tracemalloc makes the run
+about 3.5 times slower). Last line: `soak_kb_per_sale_bounded=X soak_kb_per_sale_unbounded=Y` (RSS, KB
+per sale).
 """
 
 from __future__ import annotations
@@ -54,12 +60,20 @@ def sample() -> dict[str, float]:
     return {"heap_kb": heap, "rss_kb": float(rss_kb())}
 
 
+def sample_points(terminals: int, sales: int, capacity: int) -> tuple[int, int]:
+    """(first sample, last sale), both half-way through every terminal's batch, the first at 60% or after."""
+    cycle, half = capacity * terminals, capacity * terminals // 2
+    end = max(cycle + half, (sales - half) // cycle * cycle + half)
+    warm = min(end - cycle, max(half, -(-(sales * 3 // 5 - half) // cycle) * cycle + half))
+    return warm, end
+
+
 async def soak(terminals: int, sales: int, bounded: bool, capacity: int, keep_batches: int | None) -> dict[str, Any]:
     identities = generate_identities(terminals)
     config = HostConfig()
     for identity in identities:
         config.add_terminal(identity.tid, identity.mid, identity.tmk)
-    warm_at = sales * 3 // 5
+    warm_at, sales = sample_points(terminals, sales, capacity)
     points: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="possim-soak-") as tmp:
         async with HostServer(config, str(Path(tmp) / "host.sqlite")) as host:
@@ -117,11 +131,12 @@ def main() -> None:
                                   args.keep_batches))
         print(json.dumps(result))
         return
+    warm_at, args.sales = sample_points(args.terminals, args.sales, args.capacity)
     runs = [run_child(args, bounded) for bounded in (True, False)]
     keep = LoadConfig(url="", identities=[]).keep_batches if args.keep_batches is None else args.keep_batches
     per_terminal = args.sales // args.terminals
     print(f"{args.terminals} terminals, {args.sales} sales ({per_terminal} each); growth measured from sale "
-          f"{args.sales * 3 // 5} to the last")
+          f"{warm_at} to the last")
     for run in runs:
         label = (f"bounded (batch capacity {args.capacity}, {keep} settled batch(es) kept)"
                  if run["bounded"] else "unbounded (no batch capacity, every batch kept)")
