@@ -106,10 +106,14 @@ def _live() -> bool:
     return sys.stderr.isatty()
 
 
-def _table(report: Any) -> Any:
+#: The live table's latencies are those of the last this many transactions (the final report's are of all).
+LIVE_WINDOW = 20_000
+
+
+def _table(report: Any, *, final: bool = False) -> Any:
     from rich.table import Table
 
-    lat = report.latency_ms()
+    lat = report.latency_ms(None if final else LIVE_WINDOW)
     elapsed = max(1e-9, time.perf_counter() - report.started)
     t = Table(title=f"possim load: {report.terminals} terminals")
     for column in ("signed in", "txns", "tps", "p50 ms", "p95 ms", "p99 ms", "max ms", "approved", "reversals",
@@ -142,7 +146,7 @@ async def _run(config: Any, *, quiet: bool, runner_cls: Any) -> Any:
 
     with Live(console=Console(stderr=True), refresh_per_second=4) as live:
         report = await runner_cls(config, on_progress=_throttled(live)).run()
-        live.update(_table(report))
+        live.update(_table(report, final=True))
     return report
 
 
@@ -157,7 +161,7 @@ def _run_shards(config: Any, processes: int, *, quiet: bool) -> Any:
 
     with Live(console=Console(stderr=True), refresh_per_second=4) as live:
         report = run_sharded(config, processes, on_progress=_throttled(live))
-        live.update(_table(report))
+        live.update(_table(report, final=True))
     return report
 
 

@@ -115,6 +115,9 @@ def test_latencies_are_kept_compactly_and_their_percentiles_exactly():
     assert report.latency_ms() == {name: round(percentile(ordered, p) * 1000, 2)
                                    for name, p in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
     assert report.latency_ms()["max"] == 1500.0 and LoadReport().latency_ms()["p50"] == 0.0
+    report.latencies.extend([0.004] * 10)  # the live table's window: the last 10 only
+    assert report.latency_ms(recent=10) == {"p50": 4.0, "p95": 4.0, "p99": 4.0, "max": 4.0}
+    assert report.latency_ms()["max"] == 1500.0
 
 
 def test_possim_load_batch_capacity_flag_settles_mid_run(tmp_path):
