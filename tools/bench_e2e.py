@@ -1,12 +1,19 @@
 """End-to-end sale throughput against the reference host, beside the ceiling of bare asyncio.
 
     python tools/bench_e2e.py [--terminals 50] [--seconds 5]
+    python tools/bench_e2e.py --instructions      (needs valgrind; about 90 s)
 
 Two runs over loopback TCP, each with the server in its own process and the clients in this one:
 1. possim: signed-in terminals run sales in a closed loop against `possim host` (MAC, journal, ledger).
 2. ceiling: a bare asyncio server that answers each length-prefixed frame with a frame of the sale
    reply's size, and bare clients sending frames of the sale request's size - no decoding, no work.
 The last line is `e2e_tps=X ceiling_tps=Y ratio=Z` (the target in issue 9 is ratio >= 0.25).
+
+Seconds move with the machine's load; `--instructions` does not: it counts what the terminal side
+costs per sale under valgrind's callgrind - 20 signed-in terminals making 5, then 25 sales each
+against a `possim host` process (a fresh one per run, not counted), the difference over the extra
+sales - and prints `terminal_instructions_per_sale=N`. The kernel's share (the socket calls) is not
+in it.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,6 +93,47 @@ async def ceiling_run(port: int, clients: int, seconds: float, request_size: int
     return count / (time.perf_counter() - started)
 
 
+async def fixed_sales(url: str, identities: list, sales: int) -> None:
+    """Every terminal signs in and makes exactly `sales` sales (a callgrind run: the same work each time)."""
+    from terminal.load import LoadConfig, LoadRunner
+
+    runner = LoadRunner(LoadConfig(url=url, identities=identities, mix={"sale": 1}, reply_timeout=60.0))
+    runner.terminals = [runner._make(identity) for identity in identities]
+    await runner._sign_in_all()
+
+    async def sell(term) -> None:
+        for k in range(sales):
+            result = await term.sale(1000 + k)
+            if not result.ok:
+                raise SystemExit(f"sale {k} of {term.tid} failed: {result.message}")
+
+    await asyncio.gather(*(sell(term) for term in runner.terminals))
+
+
+def instructions(terminals: int) -> int:
+    counts = (5, 25)
+    collected = []
+    identities = generate_identities(terminals)
+    with tempfile.TemporaryDirectory() as tmp:
+        ids = Path(tmp) / "ids.csv"
+        write_identities(identities, ids)
+        for sales in counts:
+            host, url = start([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
+                               str(Path(tmp) / f"h{sales}.sqlite"), "--terminals-csv", str(ids)])
+            try:
+                run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                                      sys.executable, __file__, "--only", url, str(terminals), str(sales)],
+                                     capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            finally:
+                host.terminate()
+                host.wait(10)
+            found = re.search(r"Collected : (\d+)", run.stderr)
+            if run.returncode != 0 or found is None:
+                raise SystemExit(f"callgrind run failed: {run.stderr[-2000:]}")
+            collected.append(int(found.group(1)))
+    return (collected[1] - collected[0]) // (terminals * (counts[1] - counts[0]))
+
+
 def sale_sizes() -> tuple[int, int]:
     """Bytes after the length prefix of a typical sale request and its reply, from the real codec."""
     from protocol import catalogue
@@ -103,7 +153,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--terminals", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--instructions", action="store_true",
+                        help="count the terminal side's instructions per sale under valgrind (20 terminals)")
+    parser.add_argument("--only", nargs=3, metavar=("URL", "TERMINALS", "SALES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.only:
+        url, terminals, sales = args.only
+        asyncio.run(fixed_sales(url, generate_identities(int(terminals)), int(sales)))
+        return
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            parser.error("--instructions needs valgrind on the PATH")
+        print(f"terminal_instructions_per_sale={instructions(20)} (20 terminals, sales over loopback TCP)")
+        return
     identities = generate_identities(args.terminals)
     request_size, reply_size = sale_sizes()
     with tempfile.TemporaryDirectory() as tmp:
