@@ -119,6 +119,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--journal", help="terminal journal (SQLite); persists between runs")
     add_identity_arguments(parser)
     parser.add_argument("--reply-timeout", type=float, help="seconds to wait for a host reply (default 60)")
+    parser.add_argument("--batch-capacity", type=int, metavar="N",
+                        help="records the batch holds before sales are refused with BATCH FULL (default 500)")
     parser.add_argument("--card", default=None, help="test card name for card operations (default: approved)")
     parser.add_argument("--method", default="swipe", choices=("swipe", "chip", "contactless"))
     parser.add_argument("--pin", default=None, help="PIN entered for card operations")
@@ -132,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         ops = parse_ops(args.ops)
         config = load_config(args.config, connect=args.connect, journal=args.journal, tid=args.tid, mid=args.mid,
-                             tmk=args.tmk, tpdu=args.tpdu, firmware=args.firmware, reply_timeout=args.reply_timeout)
+                             tmk=args.tmk, tpdu=args.tpdu, firmware=args.firmware, reply_timeout=args.reply_timeout,
+                             batch_capacity=args.batch_capacity)
     except (UsageError, ConfigError) as exc:
         print(f"possim terminal: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -29,11 +29,29 @@ def host_process(tmp_path):
         proc.wait(10)
 
 
-def terminal(url: str, journal: Path, *ops: str) -> tuple[int, list[dict]]:
+def terminal(url: str, journal: Path, *ops: str, stderr: list[str] | None = None) -> tuple[int, list[dict]]:
     proc = subprocess.run(
         [sys.executable, "-m", "terminal", "terminal", "--connect", url, "--journal", str(journal), "--tid", TID,
          "--mid", MID, "--tmk", TMK, "--json", *ops], capture_output=True, text=True, env=ENV, timeout=60)
+    if stderr is not None:
+        stderr.append(proc.stderr)
     return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_batch_capacity_flag_refuses_the_sale_that_would_overfill_the_batch(host_process, tmp_path):
+    _, url = host_process
+    journal = tmp_path / "t.sqlite"
+    code, lines = terminal(url, journal, "--batch-capacity", "2", "sign-in", "sale", "1.00", "sale", "2.00",
+                           "sale", "3.00")
+    assert code == 1
+    third = lines[-1]
+    assert (third["op"], third["ok"], third["rc"]) == ("sale", False, None)
+    assert third["display"][:2] == ["BATCH FULL", "PLS SETTLE"] and "batch full" in third["message"]
+    code, lines = terminal(url, journal, "--batch-capacity", "2", "settle", "sign-in", "sale", "3.00")
+    assert code == 0 and lines[-1]["ok"] and lines[-1]["rc"] == "00"  # a new batch takes sales again
+    errors: list[str] = []
+    assert terminal(url, journal, "--batch-capacity", "0", "sale", "1.00", stderr=errors)[0] == 2
+    assert "terminal.batch_capacity: expected a positive whole number" in errors[0]
 
 
 def test_terminal_json_contract_across_invocations_and_host_sigterm(host_process, tmp_path):
