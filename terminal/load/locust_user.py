@@ -113,6 +113,9 @@ def add_arguments(parser: Any) -> None:
                        help="transaction weights, as possim load --mix")
     group.add_argument("--possim-reply-timeout", type=float, default=10.0, metavar="SECONDS",
                        help="how long a terminal waits for each host reply (default 10)")
+    group.add_argument("--possim-batch-capacity", type=int, default=None, metavar="N",
+                       help="records a terminal's batch holds before it is full (default: the terminal's, 500); a "
+                            "user whose batch is full settles it and signs in again")
     group.add_argument("--possim-close-timeout", type=float, default=60.0, metavar="SECONDS",
                        help="how long the master waits for the workers to close their terminals' day (default 60)")
 
@@ -124,6 +127,7 @@ class Settings:
     mix: dict[str, int]
     reply_timeout: float
     close_timeout: float
+    batch_capacity: int | None = None
 
     @classmethod
     def from_environment(cls, environment: Any) -> Settings:
@@ -137,11 +141,15 @@ class Settings:
         settings = cls(identities=str(get("possim_identities", "")), terminals=int(get("possim_terminals", 1000)),
                        mix=parse_mix(str(get("possim_mix", ",".join(f"{k}={v}" for k, v in DEFAULT_MIX.items())))),
                        reply_timeout=float(get("possim_reply_timeout", 10.0)),
-                       close_timeout=float(get("possim_close_timeout", 60.0)))
+                       close_timeout=float(get("possim_close_timeout", 60.0)),
+                       batch_capacity=get("possim_batch_capacity", None))
         if settings.terminals < 1:
             raise ValueError(f"--possim-terminals must be at least 1, got {settings.terminals}")
         if settings.reply_timeout <= 0:
             raise ValueError(f"--possim-reply-timeout must be positive, got {settings.reply_timeout:g}")
+        if settings.batch_capacity is not None and (type(settings.batch_capacity) is not int
+                                                    or settings.batch_capacity < 1):
+            raise ValueError(f"--possim-batch-capacity must be a positive whole number, got {settings.batch_capacity}")
         return settings
 
     def fleet(self) -> list[Identity]:
@@ -400,9 +408,11 @@ class PossimUser(User):
         from ..core import Terminal
         from ..hardware import Hardware
 
+        capacity = {} if settings.batch_capacity is None else {"batch_capacity": settings.batch_capacity}
         config = TerminalConfig(tid=identity.tid, mid=identity.mid, tmk=identity.tmk, connect=url, journal=":memory:",
                                 reply_timeout=settings.reply_timeout, require_signature=False,
-                                hardware={"sign_after_s": 0.0, "plugged_in": True})
+                                hardware={"sign_after_s": 0.0, "plugged_in": True},
+                                **capacity)
         hardware = Hardware.from_config(config, clock=time.monotonic)
         hardware.printer.load_paper(10**9)
         terminal = Terminal(config, hardware=hardware, trace=self._recorder.trace)
