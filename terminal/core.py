@@ -434,13 +434,19 @@ class Terminal:
             return self._refuse_if_batch_full(op)
         return None
 
+    @property
+    def batch_full(self) -> bool:
+        """The open batch's log holds `batch_capacity` records: sales, voids and refunds are refused until
+        it is settled. What a driver (the load runner, a Locust user) asks to settle before it is refused."""
+        return self.journal.batch_count(self.journal.batch) >= self.config.batch_capacity
+
     def _refuse_if_batch_full(self, op: str) -> OpResult | None:
         """The batch's log is full (`batch_capacity` records): refused before the card is read and before
         anything is sent, until the batch is settled (a real terminal's "BATCH FULL / PLS SETTLE BATCH")."""
+        if not self.batch_full:
+            return None
         batch = self.journal.batch
         records, capacity = self.journal.batch_count(batch), self.config.batch_capacity
-        if records < capacity:
-            return None
         self.show("BATCH FULL", "PLS SETTLE")
         self.journal.event("batch.full", {"batch": batch, "records": records, "capacity": capacity, "op": op})
         return self._result(op, False, message="batch full: settle first",

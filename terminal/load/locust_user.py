@@ -429,7 +429,7 @@ class PossimUser(User):
             signed_in = await terminal.sign_in()  # off: sign in again first
             if not signed_in.ok:
                 return signed_in
-        if terminal.journal.batch_count(terminal.journal.batch) >= terminal.config.batch_capacity:
+        if terminal.batch_full:
             self._sales.clear()  # the batch is full: settle it (this turn's operation); voids are for the next one
             return await terminal.settle()
         op = self._rng.choices(list(mix), list(mix.values()))[0]

@@ -226,8 +226,7 @@ class LoadRunner:
         return True
 
     async def _transact(self, term: Any) -> None:
-        full = term.journal.batch_count(term.journal.batch) >= term.config.batch_capacity
-        if full and not await self._settle_full(term):
+        if term.batch_full and not await self._settle_full(term):
             return  # the failure is counted; the next turn tries again
         op = self._pick()
         sales = self._approved_sales.setdefault(term.tid, [])
