@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import queue
 import time
-from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -31,6 +30,10 @@ PROGRESS_EVERY = 0.5
 #: A shard that has not signed in its terminals or finished within this long after the run's
 #: expected end is taken as stuck: the parent stops it and reports it as an error.
 GRACE_S = 120.0
+
+
+#: A report's counts: summed over the shards, and sent as they are in each snapshot.
+_COUNTS = ("terminals", "signed_in", "signed_off", "transactions", "approved", "reversals", "errors", "settlements")
 
 
 class ShardError(RuntimeError):
@@ -70,10 +73,8 @@ def merge(reports: list[LoadReport]) -> LoadReport:
     """One report of shards that ran side by side: counts summed, latencies pooled (so percentiles are
     the fleet's), throughput the sum of the shards' (they transacted over the same seconds)."""
     merged = LoadReport()
-    merged.latencies = array("d")
     for report in reports:
-        for name in ("terminals", "signed_in", "signed_off", "transactions", "approved", "reversals", "errors",
-                     "settlements"):
+        for name in _COUNTS:
             setattr(merged, name, getattr(merged, name) + getattr(report, name))
         merged.tps += report.tps
         merged.latencies.extend(report.latencies)
@@ -88,9 +89,7 @@ def merge(reports: list[LoadReport]) -> LoadReport:
 
 def _snapshot(report: LoadReport, *, final: bool) -> dict[str, Any]:
     """A report as plain data for the queue (latencies only in the final one: the snapshots stay small)."""
-    data = {name: getattr(report, name) for name in ("terminals", "signed_in", "signed_off", "transactions",
-                                                     "approved", "reversals", "errors", "settlements", "tps",
-                                                     "elapsed", "journal_totals")}
+    data = {name: getattr(report, name) for name in (*_COUNTS, "tps", "elapsed", "journal_totals")}
     data.update(rc=dict(report.rc), error_kinds=dict(report.error_kinds), by_op=dict(report.by_op))
     data["latencies"] = report.latencies.tobytes() if final else b""
     return data
@@ -98,13 +97,11 @@ def _snapshot(report: LoadReport, *, final: bool) -> dict[str, Any]:
 
 def _report(data: dict[str, Any], started: float) -> LoadReport:
     report = LoadReport()
-    for name in ("terminals", "signed_in", "signed_off", "transactions", "approved", "reversals", "errors",
-                 "settlements", "tps", "elapsed"):
+    for name in (*_COUNTS, "tps", "elapsed"):
         setattr(report, name, data[name])
     report.journal_totals = tuple(data["journal_totals"])
     report.rc, report.error_kinds, report.by_op = (Counter(data["rc"]), Counter(data["error_kinds"]),
                                                    Counter(data["by_op"]))
-    report.latencies = array("d")
     report.latencies.frombytes(data["latencies"])
     report.started = started
     return report
