@@ -120,28 +120,35 @@ def test_latencies_are_kept_compactly_and_their_percentiles_exactly():
     assert report.latency_ms()["max"] == 1500.0
 
 
-def test_possim_load_batch_capacity_flag_settles_mid_run(tmp_path):
-    """`possim load --batch-capacity 3` against `possim host`: the run settles full batches and reports it."""
+def possim_load_against_host(tmp_path, terminals: int, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`possim load --connect URL --identities ids.csv --quiet FLAGS...` against a `possim host` process that
+    registered the same `terminals` identities; the host is killed when the load run has ended."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     ids = tmp_path / "ids.csv"
-    write_identities(generate_identities(4), ids)
+    write_identities(generate_identities(terminals), ids)
     host = subprocess.Popen([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
                              str(tmp_path / "h.sqlite"), "--terminals-csv", str(ids)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     try:
         url = host.stdout.readline().strip()
-        load = subprocess.run([sys.executable, "-m", "terminal", "load", "--connect", url, "--identities", str(ids),
-                               "--concurrency", "4", "--duration", "1s", "--mix", "sale=1", "--batch-capacity", "3",
-                               "--quiet"], capture_output=True, text=True, env=env, timeout=120)
+        return subprocess.run([sys.executable, "-m", "terminal", "load", "--connect", url, "--identities", str(ids),
+                               "--quiet", *flags], capture_output=True, text=True, env=env, timeout=120)
     finally:
         host.kill()
         host.wait(10)
+
+
+def test_possim_load_batch_capacity_flag_settles_mid_run(tmp_path):
+    """`possim load --batch-capacity 3` against `possim host`: the run settles full batches and reports it."""
+    load = possim_load_against_host(tmp_path, 4, "--concurrency", "4", "--duration", "1s", "--mix", "sale=1",
+                                    "--batch-capacity", "3")
     assert load.returncode == 0, load.stderr
     data = json.loads(load.stdout.splitlines()[-1])
     assert data["signed_off"] == 4 and data["errors"] == 0
     assert data["settlements"] >= 4 and data["settlements"] >= data["approved"] // 3 - 4
-    bad = subprocess.run([sys.executable, "-m", "terminal", "load", "--connect", url, "--batch-capacity", "0"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    bad = subprocess.run([sys.executable, "-m", "terminal", "load", "--connect", "tcp://127.0.0.1:9",
+                          "--batch-capacity", "0"], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
     assert bad.returncode == 2 and "--batch-capacity: expected a positive whole number" in bad.stderr
 
 

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from array import array
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from acquirer.config import HostConfig
 from acquirer.host import HostServer
-from terminal.load import LoadConfig, ShardError, generate_identities, run_sharded, write_identities
+from terminal.load import LoadConfig, ShardError, generate_identities, run_sharded
 from terminal.load.runner import LoadReport
 from terminal.load.shards import merge, split
 
-ROOT = Path(__file__).resolve().parents[2]
+from .test_load import host_totals, possim_load_against_host
 
 
 def test_split_shares_out_every_terminal_once_and_divides_the_load():
@@ -50,17 +46,6 @@ def test_merge_sums_the_counts_and_pools_the_latencies():
     assert merged.latency_ms()["max"] == 900.0 and merged.journal_totals == (300, 3, 0, 0)
 
 
-def host_totals(host) -> tuple[tuple[int, int, int, int], set[str]]:
-    total, tids = [0, 0, 0, 0], set()
-    for row in host.admin.transactions():
-        if row["status"] in ("approved", "voided") and row["kind"] in ("sale", "void", "refund"):
-            index = 0 if row["kind"] == "sale" else 2
-            total[index] += row["amount_fen"]
-            total[index + 1] += 1
-            tids.add(row["tid"])
-    return tuple(total), tids
-
-
 async def test_two_shards_sign_off_every_terminal_and_the_ledger_equals_their_journals(tmp_path):
     identities = generate_identities(6)
     config = HostConfig()
@@ -72,7 +57,8 @@ async def test_two_shards_sign_off_every_terminal_and_the_ledger_equals_their_jo
                           batch_capacity=3, mix={"sale": 4, "void": 1}, reply_timeout=5.0, seed=2)
         seen: list[LoadReport] = []
         report = await asyncio.to_thread(run_sharded, load, 2, on_progress=seen.append)
-        totals, tids = host_totals(host)
+        totals = host_totals(host, identities)
+        tids = {row["tid"] for row in host.admin.transactions()}
     assert (report.terminals, report.signed_in, report.signed_off, report.errors) == (6, 6, 6, 0)
     assert report.transactions == 40 == len(report.latencies) and report.settlements >= 6
     assert report.journal_totals == totals and tids == {i.tid for i in identities}  # both shards sold
@@ -87,21 +73,8 @@ def test_a_shard_that_fails_is_reported_by_name():
 
 def test_possim_load_processes_flag(tmp_path):
     """`possim load --processes 2` against `possim host`: one JSON report of the whole fleet."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    ids = tmp_path / "ids.csv"
-    write_identities(generate_identities(4), ids)
-    host = subprocess.Popen([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
-                             str(tmp_path / "h.sqlite"), "--terminals-csv", str(ids)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
-    try:
-        url = host.stdout.readline().strip()
-        load = subprocess.run([sys.executable, "-m", "terminal", "load", "--connect", url, "--identities", str(ids),
-                               "--concurrency", "4", "--duration", "1s", "--mix", "sale=1", "--processes", "2",
-                               "--report", str(tmp_path / "r.json"), "--quiet"],
-                              capture_output=True, text=True, env=env, timeout=120)
-    finally:
-        host.kill()
-        host.wait(10)
+    load = possim_load_against_host(tmp_path, 4, "--concurrency", "4", "--duration", "1s", "--mix", "sale=1",
+                                    "--processes", "2", "--report", str(tmp_path / "r.json"))
     assert load.returncode == 0, load.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["terminals"] == 4 and data["signed_off"] == 4 and data["errors"] == 0
