@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import sys
 import time
@@ -22,11 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from terminal.daemon import FleetConfig, SignOffDaemon
 from terminal.load import generate_identities
-
-
-def rss_kb() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+from tools.rss import rss_kb
 
 
 def cpu_seconds() -> float:

@@ -59,13 +59,9 @@ from terminal.journal import Journal
 from terminal.links import memory_pair
 from terminal.load import Identity, generate_identities
 from terminal.load.identities import partition
+from tools.rss import rss_kb
 
 Call = tuple[str, tuple[Any, ...] | None, dict[str, Any] | None]  # (name, args, kwargs); args None: attribute read
-
-
-def rss_kb() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def _sqlite_memory_used() -> Callable[[], int] | None:

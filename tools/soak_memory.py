@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -47,11 +46,7 @@ from acquirer.config import HostConfig
 from acquirer.host import HostServer
 from terminal.journal import MAX_EVENTS
 from terminal.load import LoadConfig, LoadRunner, generate_identities
-
-
-def rss_kb() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+from tools.rss import rss_kb
 
 
 def sample() -> dict[str, float]:

@@ -10,7 +10,6 @@ The last line is `terminal_heap_kb=X terminal_rss_kb=Y journal_rss_kb=Z terminal
 from __future__ import annotations
 
 import gc
-import os
 import resource
 import sys
 import tempfile
@@ -23,11 +22,7 @@ from terminal.config import TerminalConfig
 from terminal.core import Terminal
 from terminal.hardware import Hardware
 from terminal.journal import Journal
-
-
-def rss_kb() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+from tools.rss import rss_kb
 
 
 def build(n: int, workdir: Path, *, with_journal: bool) -> list[Terminal]:
