@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import queue
 import time
 from collections import Counter
@@ -191,10 +190,3 @@ def _check_alive(procs: list[Any], finals: dict[int, LoadReport]) -> None:
         if index not in finals and not proc.is_alive():
             raise ShardError(f"shard {index} exited with code {proc.exitcode} before reporting")
 
-
-def default_processes() -> int:
-    """One shard per core the process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
