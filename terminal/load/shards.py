@@ -148,15 +148,13 @@ def run_sharded(config: LoadConfig, processes: int, *,
     for proc in procs:
         proc.start()
     try:
-        sign_in_by = time.monotonic() + config.ramp_up + GRACE_S
-        end_by: float | None = None
+        deadline = time.monotonic() + config.ramp_up + GRACE_S  # to sign in; then to finish
         while len(finals) < len(procs):
-            deadline = end_by if start.is_set() else sign_in_by
             try:
                 kind, index, data = out.get(timeout=1.0)
             except queue.Empty:
                 _check_alive(procs, finals)
-                if deadline is not None and time.monotonic() > deadline:
+                if time.monotonic() > deadline:
                     waiting = sorted(set(range(len(procs))) - (finals.keys() if start.is_set() else ready))
                     raise ShardError(f"shards {waiting} stopped answering") from None
                 continue
@@ -168,7 +166,7 @@ def run_sharded(config: LoadConfig, processes: int, *,
                 ready.add(index)
                 if len(ready) == len(procs):
                     start.set()  # every shard has signed in: transact together
-                    end_by = time.monotonic() + config.duration + GRACE_S
+                    deadline = time.monotonic() + config.duration + GRACE_S
             elif kind == "done":
                 finals[index] = report
             if on_progress is not None:
