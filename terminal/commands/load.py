@@ -9,6 +9,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -86,24 +87,22 @@ def run(args: argparse.Namespace) -> int:
                         concurrency=args.concurrency, ramp_up=args.ramp_up, mix=mix, reply_timeout=args.reply_timeout,
                         seed=args.seed, faults=faults, batch_capacity=args.batch_capacity)
     if args.processes > 1:
-        from ..load import ShardError
+        from ..load import ShardError, run_sharded
 
         try:
-            report = _run_shards(config, args.processes, quiet=args.quiet)
+            report = _with_live_table(lambda progress: run_sharded(config, args.processes, on_progress=progress),
+                                      quiet=args.quiet)
         except ShardError as exc:
             print(f"possim load: {exc}", file=sys.stderr)
             return EXIT_FAILED
     else:
-        report = asyncio.run(_run(config, quiet=args.quiet, runner_cls=LoadRunner))
+        report = _with_live_table(lambda progress: asyncio.run(LoadRunner(config, on_progress=progress).run()),
+                                  quiet=args.quiet)
     data = report.as_json()
     if args.report:
         write_report(data, args.report)
     print(json.dumps(data))
     return EXIT_OK if report.signed_off == report.terminals and report.errors == 0 else EXIT_FAILED
-
-
-def _live() -> bool:
-    return sys.stderr.isatty()
 
 
 #: The live table's latencies are those of the last this many transactions (the final report's are of all).
@@ -138,29 +137,16 @@ def _throttled(live: Any) -> Any:
     return progress
 
 
-async def _run(config: Any, *, quiet: bool, runner_cls: Any) -> Any:
-    if quiet or not _live():
-        return await runner_cls(config).run()
+def _with_live_table(run: Callable[[Callable[[Any], None] | None], Any], *, quiet: bool) -> Any:
+    """`run(on_progress)` - one runner, or the shards - under a live table on a terminal (stderr), or
+    `run(None)` when quiet or redirected; the table's last refresh is the final report's."""
+    if quiet or not sys.stderr.isatty():
+        return run(None)
     from rich.console import Console
     from rich.live import Live
 
     with Live(console=Console(stderr=True), refresh_per_second=4) as live:
-        report = await runner_cls(config, on_progress=_throttled(live)).run()
-        live.update(_table(report, final=True))
-    return report
-
-
-def _run_shards(config: Any, processes: int, *, quiet: bool) -> Any:
-    """The fleet in shard processes (`load.shards`); the live table shows the shards merged."""
-    from ..load import run_sharded
-
-    if quiet or not _live():
-        return run_sharded(config, processes)
-    from rich.console import Console
-    from rich.live import Live
-
-    with Live(console=Console(stderr=True), refresh_per_second=4) as live:
-        report = run_sharded(config, processes, on_progress=_throttled(live))
+        report = run(_throttled(live))
         live.update(_table(report, final=True))
     return report
 
