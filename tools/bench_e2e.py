@@ -3,11 +3,16 @@
     python tools/bench_e2e.py [--terminals 50] [--seconds 5]
     python tools/bench_e2e.py --instructions      (needs valgrind; about 90 s)
 
-Two runs over loopback TCP, each with the server in its own process and the clients in this one:
+Three runs over loopback TCP, each with the server in its own process and the clients in this one:
 1. possim: signed-in terminals run sales in a closed loop against `possim host` (MAC, journal, ledger).
 2. ceiling: a bare asyncio server that answers each length-prefixed frame with a frame of the sale
    reply's size, and bare clients sending frames of the sale request's size - no decoding, no work.
-The last line is `e2e_tps=X ceiling_tps=Y ratio=Z` (the target in issue 9 is ratio >= 0.25).
+3. host floor: the same bare clients sending signed sale frames to `tools/host_floor.py`, the least a
+   durable host must do per sale (decode, MAC check, one ledger commit, signed reply). Its
+   `floor_ratio` bounds what `ratio` can reach against any Python host with a durable SQLite ledger
+   on this machine, however cheap the terminals become.
+The last line is `e2e_tps=X ceiling_tps=Y ratio=Z` (the target in issue 9 is ratio >= 0.25); the line
+before it is `floor_tps=X floor_ratio=Y`.
 
 Seconds move with the machine's load; `--instructions` does not: it counts what the terminal side
 costs per sale under valgrind's callgrind - 20 signed-in terminals making 5, then 25 sales each
@@ -27,10 +32,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from host_floor import sale_bodies  # noqa: E402
 
 from terminal.load import generate_identities, write_identities  # noqa: E402
 
@@ -56,10 +66,22 @@ asyncio.run(main())
 
 
 def start(cmd: list[str]) -> tuple[subprocess.Popen[str], str]:
+    """Start a server process; it and the first line it prints (its URL or port)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
+
+
+@contextmanager
+def server(cmd: list[str]) -> Iterator[str]:
+    """A server process for the length of a run: the first line it prints, then it is stopped."""
+    proc, first_line = start(cmd)
+    try:
+        yield first_line
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 async def possim_run(url: str, identities: list, seconds: float) -> tuple[int, int, int]:
@@ -72,12 +94,13 @@ async def possim_run(url: str, identities: list, seconds: float) -> tuple[int, i
     return report.transactions, report.approved, round(report.tps)
 
 
-async def ceiling_run(port: int, clients: int, seconds: float, request_size: int) -> float:
-    request = request_size.to_bytes(2, "big") + b"\x60" * request_size
+async def bare_clients(port: int, bodies: list[bytes], seconds: float) -> float:
+    """Frames per second of one bare client per body, each sending its body and awaiting any reply."""
     count = 0
 
-    async def client() -> None:
+    async def client(body: bytes) -> None:
         nonlocal count
+        request = len(body).to_bytes(2, "big") + body
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
@@ -89,7 +112,7 @@ async def ceiling_run(port: int, clients: int, seconds: float, request_size: int
         writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(body) for body in bodies))
     return count / (time.perf_counter() - started)
 
 
@@ -118,15 +141,11 @@ def instructions(terminals: int) -> int:
         ids = Path(tmp) / "ids.csv"
         write_identities(identities, ids)
         for sales in counts:
-            host, url = start([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
-                               str(Path(tmp) / f"h{sales}.sqlite"), "--terminals-csv", str(ids)])
-            try:
+            with server([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
+                         str(Path(tmp) / f"h{sales}.sqlite"), "--terminals-csv", str(ids)]) as url:
                 run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                                       sys.executable, __file__, "--only", url, str(terminals), str(sales)],
                                      capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-            finally:
-                host.terminate()
-                host.wait(10)
             found = re.search(r"Collected : (\d+)", run.stderr)
             if run.returncode != 0 or found is None:
                 raise SystemExit(f"callgrind run failed: {run.stderr[-2000:]}")
@@ -171,25 +190,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ids = Path(tmp) / "ids.csv"
         write_identities(identities, ids)
-        host, url = start([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
-                           str(Path(tmp) / "h.sqlite"), "--terminals-csv", str(ids)])
-        try:
+        with server([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
+                     str(Path(tmp) / "h.sqlite"), "--terminals-csv", str(ids)]) as url:
             transactions, approved, e2e = asyncio.run(possim_run(url, identities, args.seconds))
-        finally:
-            host.terminate()
-            host.wait(10)
-        bare, port = start([sys.executable, "-c", BARE_SERVER, str(reply_size)])
-        try:
-            ceiling = asyncio.run(ceiling_run(int(port), args.terminals, args.seconds, request_size))
-        finally:
-            bare.terminate()
-            bare.wait(10)
+        with server([sys.executable, "-c", BARE_SERVER, str(reply_size)]) as port:
+            dummy = b"\x60" * request_size
+            ceiling = asyncio.run(bare_clients(int(port), [dummy] * args.terminals, args.seconds))
+        with server([sys.executable, str(ROOT / "tools" / "host_floor.py"), "--serve",
+                     str(Path(tmp) / "floor.sqlite")]) as port:
+            floor = asyncio.run(bare_clients(int(port), sale_bodies(args.terminals), args.seconds))
     print(f"{args.terminals} terminals, {args.seconds:g}s each run; sale frames {request_size} B up, "
           f"{reply_size} B down")
     print(f"  possim sales:        {e2e:>8,.0f}/s ({approved} approved of {transactions})")
     print(f"  bare asyncio frames: {ceiling:>8,.0f}/s")
+    print(f"  host floor, bare clients: {floor:>8,.0f}/s (tools/host_floor.py: decode, MAC, one ledger "
+          f"commit, reply)")
+    print(f"floor_tps={floor:.0f} floor_ratio={floor / ceiling:.2f}")
     print(f"e2e_tps={e2e:.0f} ceiling_tps={ceiling:.0f} ratio={e2e / ceiling:.2f}")
-
 
 if __name__ == "__main__":
     main()
