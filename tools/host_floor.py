@@ -1,6 +1,8 @@
 """The least a durable cup-pos host must do per sale, as a server: the floor under `possim host`.
 
     python tools/host_floor.py --serve DB      (prints its port, then answers sale frames)
+    python tools/host_floor.py --time [DB]     (its cost per sale in this process, no sockets;
+                                                 without DB an in-memory SQLite ledger)
 
 `tools/bench_e2e.py` runs this server beside the bare one and drives both with the same bare
 clients, so its `floor_ratio` is the throughput any Python host that keeps a durable ledger could
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +91,24 @@ async def serve(db_path: str) -> None:
     await server.serve_forever()
 
 
+def time_floor(db_path: str, sales: int = 5000) -> tuple[float, float]:
+    """(wall, CPU) microseconds per sale of `FloorHost.handle`, after 300 sales to warm it."""
+    host = FloorHost(db_path)
+    bodies = sale_bodies(50)
+    for n in range(300):
+        host.handle(bodies[n % 50])
+    wall, cpu = time.perf_counter(), time.process_time()
+    for n in range(sales):
+        host.handle(bodies[n % 50])
+    return (time.perf_counter() - wall) / sales * 1e6, (time.process_time() - cpu) / sales * 1e6
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "--serve":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        asyncio.run(serve(sys.argv[2]))
+    elif 2 <= len(sys.argv) <= 3 and sys.argv[1] == "--time":
+        wall_us, cpu_us = time_floor(sys.argv[2] if len(sys.argv) == 3 else ":memory:")
+        print(f"floor_wall_us={wall_us:.0f} floor_cpu_us={cpu_us:.0f} (5,000 sales, "
+              f"{'file' if len(sys.argv) == 3 else 'in-memory'} ledger)")
+    else:
         raise SystemExit(__doc__)
-    asyncio.run(serve(sys.argv[2]))
