@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ..cli import EXIT_FAILED, EXIT_LINK, EXIT_OK, EXIT_USAGE
 
 
 def parse_duration(text: str) -> float:
@@ -102,7 +102,20 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         write_report(data, args.report)
     print(json.dumps(data))
+    if report.signed_in == 0 and report.terminals:
+        return _nobody_signed_in(report)
     return EXIT_OK if report.signed_off == report.terminals and report.errors == 0 else EXIT_FAILED
+
+
+def _nobody_signed_in(report: Any) -> int:
+    """No terminal could sign in, so nothing was sold: say why on stderr. Link unavailable (4) when the
+    host answered none of them; failed (1) when it answered and refused them (unknown terminal, say)."""
+    from ..load.runner import SIGN_IN_DECLINED
+
+    kinds = ", ".join(f"{kind} x{count}" for kind, count in report.error_kinds.most_common())
+    print(f"possim load: no terminal signed in ({kinds})", file=sys.stderr)
+    answered = any(kind.startswith(SIGN_IN_DECLINED) for kind in report.error_kinds)
+    return EXIT_FAILED if answered else EXIT_LINK
 
 
 #: The live table's latencies are those of the last this many transactions (the final report's are of all).

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from array import array
 from collections import Counter
@@ -45,6 +46,20 @@ def parse_mix(text: str) -> dict[str, int]:
     if not mix or sum(mix.values()) <= 0:
         raise ValueError("--mix needs at least one positive weight")
     return mix
+
+
+#: The error kind of a sign-in the host answered with a refusal starts with this; one the host never
+#: answered (refused connection, silence) is named by its cause instead.
+SIGN_IN_DECLINED = "sign_in declined rc="
+
+
+def sign_in_error_kind(result: Any) -> str:
+    """How a failed sign-in is counted: `sign_in declined rc=97`, or the cause when no reply came
+    (`sign_in host unreachable`, `sign_in no reply to 0800`): one kind per cause, never per STAN or URL."""
+    if result.rc:
+        return f"{SIGN_IN_DECLINED}{result.rc}"
+    cause = re.split(r" at |:| STAN ", result.message or "no reply", maxsplit=1)[0].strip()
+    return f"sign_in {cause[:40] or 'no reply'}"
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -130,6 +145,7 @@ class LoadRunner:
         #: holds (a batch retention dropped is no longer listed: nothing of it is left to count twice)
         self._settled: dict[str, set[str]] = {}
         self._started = 0  # transactions begun
+        self._signed_in: list[Any] = []  # the terminals whose sign-in succeeded: they transact and close the day
 
     def _make(self, identity: Identity) -> Any:
         from ..chaos import FaultSet
@@ -164,7 +180,9 @@ class LoadRunner:
         if self._ready is not None:
             await self._ready(report)
         t0 = time.perf_counter()
-        if self.config.rate:
+        if not self._signed_in:
+            pass  # nothing can transact: the sign-in errors say why (a closed model would wait for ever)
+        elif self.config.rate:
             await self._open_model(t0)
         else:
             await self._closed_model(t0)
@@ -192,10 +210,11 @@ class LoadRunner:
             result = await retry(term.sign_in, backoff=Backoff(base=0.5, cap=5.0, attempts=4), rng=self.rng)
             if result.ok:
                 self.report.signed_in += 1
+                self._signed_in.append(term)
                 self._idle.put_nowait(term)
             else:
                 self.report.errors += 1
-                self.report.error_kinds[f"sign_in {result.rc or 'no reply'}"] += 1
+                self.report.error_kinds[sign_in_error_kind(result)] += 1
 
         await asyncio.gather(*(one(i, t) for i, t in enumerate(self.terminals)))
 
@@ -274,7 +293,7 @@ class LoadRunner:
                 finally:
                     self._idle.put_nowait(term)
 
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, max(1, self.report.signed_in)))))
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(self._signed_in)))))
 
     async def _open_model(self, t0: float) -> None:
         interval = 1.0 / float(self.config.rate or 1)
@@ -316,4 +335,5 @@ class LoadRunner:
                 self.report.errors += 1
                 self.report.error_kinds["day not closed"] += 1
 
-        await asyncio.gather(*(one(t) for t in self.terminals))
+        # only a terminal that signed in has a day to close: one that never did is not "signed off"
+        await asyncio.gather(*(one(t) for t in self._signed_in))

@@ -3,12 +3,15 @@ batches settled mid-run; the report's contract and the `possim load` command lin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from array import array
 from pathlib import Path
+
+import pytest
 
 from acquirer.config import HostConfig
 from acquirer.host import HostServer
@@ -162,3 +165,50 @@ async def test_file_journals_keep_their_settled_batches_and_nothing_is_counted_t
     assert report.signed_off == 5 and report.errors == 0 and report.settlements >= 5 * 3
     assert report.journal_totals == host and host[1] == report.approved == 60
     assert len(list(journals.glob("*.sqlite"))) == 5
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.looptime
+async def test_a_run_where_no_terminal_signs_in_ends_and_says_why():
+    """Against a closed port the closed model used to wait for ever for an idle terminal, the open model
+    counted "no idle terminal (host too slow)" every tick, and terminals that never signed in were
+    counted as signed off. Sign-in retries sleep on the loop clock (virtual here)."""
+    url = f"tcp://127.0.0.1:{_closed_port()}"
+    for model in ({"concurrency": 2}, {"rate": 5.0}):
+        config = LoadConfig(url=url, identities=generate_identities(3), duration=1.0, reply_timeout=1.0, **model)
+        report = await asyncio.wait_for(LoadRunner(config).run(), timeout=120)
+        assert (report.signed_in, report.signed_off, report.transactions) == (0, 0, 0), model
+        assert dict(report.error_kinds) == {"sign_in host unreachable": 3}, model
+
+
+def test_possim_load_exit_code_names_why_no_terminal_signed_in(tmp_path):
+    """Link unavailable (4) when nothing answered; failed (1) when the host answered and refused."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    refused = subprocess.run([sys.executable, "-m", "terminal", "load", "--connect",
+                              f"tcp://127.0.0.1:{_closed_port()}", "--terminals", "2", "--duration", "1s",
+                              "--reply-timeout", "1", "--quiet"], capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 4, refused.stderr
+    assert "no terminal signed in (sign_in host unreachable x2)" in refused.stderr
+    # a host that knows none of the fleet: it answers each sign-in with a refusal
+    host = subprocess.Popen([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
+                             str(tmp_path / "h.sqlite"), "--terminal",
+                             "99999999:898100012340001:0123456789ABCDEFFEDCBA9876543210"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    try:
+        url = host.stdout.readline().strip()
+        unknown = subprocess.run([sys.executable, "-m", "terminal", "load", "--connect", url, "--terminals", "2",
+                                  "--duration", "1s", "--quiet"], capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        host.kill()
+        host.wait(10)
+    assert unknown.returncode == 1, unknown.stderr
+    assert "no terminal signed in (sign_in declined rc=" in unknown.stderr
+    assert json.loads(unknown.stdout.splitlines()[-1])["signed_off"] == 0
