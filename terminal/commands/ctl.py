@@ -219,8 +219,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         status, out = asyncio.run(call(url, token, method, path, body, timeout=args.timeout))
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        print(f"possim ctl: cannot reach the daemon at {url}: {exc or type(exc).__name__}", file=sys.stderr)
+    except TimeoutError:
+        # the daemon took the request and has not answered yet: the operation may still complete there
+        print(f"possim ctl: no answer from the daemon at {url} within {args.timeout:g}s; the {args.action} may "
+              f"still complete there (see `possim ctl status`)", file=sys.stderr)
+        return EXIT_FAILED
+    except (aiohttp.ClientError, OSError) as exc:
+        print(f"possim ctl: cannot reach the daemon at {url}: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return EXIT_LINK
     if status in (400, 401, 404):
         print(f"possim ctl: {out if isinstance(out, str) else json.dumps(out)}", file=sys.stderr)

@@ -172,6 +172,20 @@ def test_daemon_usage_errors_exit_2_and_a_busy_control_port_exits_4(tmp_path):
     assert out.returncode == 4 and "cannot reach the daemon" in out.stderr
 
 
+def test_ctl_that_gets_no_answer_in_time_says_so_and_exits_1():
+    """A daemon that took the request but has not answered (a sale waiting on its signature, say) is
+    reachable: it used to be reported as "cannot reach the daemon at URL: " with no reason, exit 4."""
+    with socket.socket() as silent:  # accepts connections (the backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        out = subprocess.run([sys.executable, "-m", "terminal", "ctl", "--url", url, "--token", "t",
+                              "--timeout", "0.5", "sale", "10000001", "3.33"],
+                             capture_output=True, text=True, env=ENV, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert f"no answer from the daemon at {url} within 0.5s; the sale may still complete there" in out.stderr
+
+
 # ------------------------------------------------------------------------------------------------
 # possim ctl's arguments
 # ------------------------------------------------------------------------------------------------
