@@ -27,7 +27,10 @@ class TestCard:
     service_code: str
     response_code: str  # what the reference host answers for a sale with this card
     description: str
-    balance_fen: int = 1_000_000_00  # balance the host reports and debits against
+    #: the balance the host reports (balance enquiry) and checks each amount against (51 when over). It is
+    #: never debited: every terminal, scenario and load run shares these cards, and a fleet selling for
+    #: an hour must not drain the card into 51s that no test asked for.
+    balance_fen: int = 1_000_000_00
 
     @property
     def track2(self) -> str:
