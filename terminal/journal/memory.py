@@ -244,6 +244,9 @@ class MemoryJournal(JournalCommon):
         self._created_at = float(clock())  # when the journal was made (the SQLite one's schema_version row)
         self._keep_batches = _retention(keep_batches)
         self._max_events = MAX_EVENTS if max_events is None else _positive(max_events, "max_events")
+        #: called with a batch and its totals just before retention drops it: a load run's report counts a
+        #: batch's totals once, when it is let go of or at the end, whichever way the batch was settled
+        self.on_drop_batch: Callable[[str, tuple[int, int, int, int]], None] | None = None
         self._empty(mid)
 
     def _empty(self, mid: str) -> None:
@@ -350,6 +353,8 @@ class MemoryJournal(JournalCommon):
                 or any(i.batch == batch for i in self._open_intents.values()))
 
     def _drop_batch(self, batch: str) -> None:
+        if self.on_drop_batch is not None:
+            self.on_drop_batch(batch, self.batch_totals(batch))
         for txn in self._by_batch.pop(batch, ()):
             del self._txns[txn.id]
             del self._by_key[(batch, txn.stan)]

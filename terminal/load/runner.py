@@ -141,9 +141,6 @@ class LoadRunner:
         self._on_progress = on_progress
         self._ready = ready
         self._approved_sales: dict[str, list[tuple[str, int]]] = {}
-        #: tid -> batches settled mid-run whose totals are in the report and whose records the journal still
-        #: holds (a batch retention dropped is no longer listed: nothing of it is left to count twice)
-        self._settled: dict[str, set[str]] = {}
         self._started = 0  # transactions begun
         self._signed_in: list[Any] = []  # the terminals whose sign-in succeeded: they transact and close the day
 
@@ -167,6 +164,7 @@ class LoadRunner:
         if isinstance(term.journal, MemoryJournal):
             term.journal.keep_batches = self.config.keep_batches
             term.journal.max_events = self.config.journal_events
+            term.journal.on_drop_batch = lambda _batch, totals: self.report.add_totals(totals)
         term.channel.faults = FaultSet(seed=self.config.seed)
         if self.config.faults is not None:
             self.config.faults.apply(term)
@@ -190,9 +188,8 @@ class LoadRunner:
         report.tps = report.transactions / busy if busy > 0 else 0.0
         await self._close_all()
         report.elapsed = time.perf_counter() - report.started
-        for term in self.terminals:  # the batches not counted yet: each terminal's last ones
-            counted = self._settled.get(term.tid, set())
-            for txn_batch in {t.batch for t in term.journal.transactions()} - counted:
+        for term in self.terminals:  # the batches retention has not dropped (and counted): all of a file journal's
+            for txn_batch in {t.batch for t in term.journal.transactions()}:
                 report.add_totals(term.journal.batch_totals(txn_batch))
             term.journal.close()
         return report
@@ -228,7 +225,7 @@ class LoadRunner:
 
     async def _settle_full(self, term: Any) -> bool:
         """Settle a terminal whose batch is full, before it is refused (BATCH FULL); True when settled. The
-        batch's totals are added to the report now, before journal retention may drop the batch."""
+        batch's totals reach the report when retention drops it (`on_drop_batch`) or at the end of the run."""
         result = await term.settle()
         report = self.report
         if not result.ok:
@@ -236,11 +233,6 @@ class LoadRunner:
             report.error_kinds[f"mid-run settlement {result.rc or 'failed'}"] += 1
             return False
         report.settlements += 1
-        report.add_totals(term.journal.batch_totals(result.batch))
-        settled = self._settled.setdefault(term.tid, set())
-        settled.add(result.batch)
-        if getattr(term.journal, "keep_batches", None) is not None:  # retention may have dropped some
-            settled.intersection_update(s.batch for s in term.journal.settlements())
         self._approved_sales[term.tid] = []  # voids are for the open batch only; its sales start afresh
         return True
 

@@ -34,7 +34,8 @@ def host_totals(host, identities) -> tuple[int, int, int, int]:
     return tuple(total)
 
 
-async def run_fleet(tmp_path, count, *, proxy_drop: float | None = None, inspect=None, **load_options):
+async def run_fleet(tmp_path, count, *, proxy_drop: float | None = None, inspect=None,
+                    proxy_faults: tuple[MessageFault, ...] = (), **load_options):
     identities = generate_identities(count)
     config = HostConfig()
     for identity in identities:
@@ -42,11 +43,14 @@ async def run_fleet(tmp_path, count, *, proxy_drop: float | None = None, inspect
     async with HostServer(config, str(tmp_path / "host.sqlite")) as host:
         url = await host.listen("tcp://127.0.0.1:0")
         proxy = None
-        if proxy_drop is not None:
+        if proxy_drop is not None or proxy_faults:
             proxy = ChaosProxy(url)
             proxy.faults.rng.seed(5)
-            proxy.faults.add(MessageFault("drop", direction="rx", mti="0210", processing_code="000000",
-                                         probability=proxy_drop))
+            if proxy_drop is not None:
+                proxy.faults.add(MessageFault("drop", direction="rx", mti="0210", processing_code="000000",
+                                             probability=proxy_drop))
+            for fault in proxy_faults:
+                proxy.faults.add(fault)
             url = await proxy.listen("tcp://127.0.0.1:0")
         options = {"duration": 1.5, "concurrency": 100, "reply_timeout": 2.0, "ramp_up": 1.0, "seed": 3,
                    **load_options}
@@ -212,3 +216,16 @@ def test_possim_load_exit_code_names_why_no_terminal_signed_in(tmp_path):
     assert unknown.returncode == 1, unknown.stderr
     assert "no terminal signed in (sign_in declined rc=" in unknown.stderr
     assert json.loads(unknown.stdout.splitlines()[-1])["signed_off"] == 0
+
+
+async def test_lost_settlement_replies_leave_the_report_equal_to_the_host_ledger(tmp_path):
+    """A third of the 0510 replies lost, mid-run (batches of 4) and at day end: a terminal retries, settles the
+    batch again, and with nothing sold since settles an empty one. Retention (keep_batches=1) then used to
+    drop the first batch before the report had counted it, so the report fell short of the host."""
+    drop = MessageFault("drop", direction="rx", mti="0510", probability=0.33)
+    report, host, proxy = await run_fleet(tmp_path, 20, proxy_faults=(drop,), mix={"sale": 1}, batch_capacity=4,
+                                          duration=1.0, concurrency=10, ramp_up=0.0)
+    assert proxy is not None and any(action == "drop" for action, _, _ in proxy.faults.log)
+    # a day whose every retry lost its reply stays open, and says so
+    assert report.signed_off + report.error_kinds["day not closed"] == 20 and report.settlements > 0
+    assert report.journal_totals == host and host[1] > 0
