@@ -6,10 +6,14 @@ import argparse
 import asyncio
 import csv
 import json
+import math
+import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..cli import EXIT_FAILED, EXIT_LINK, EXIT_OK, EXIT_USAGE
@@ -33,23 +37,36 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A finite number above zero (a rate, a timeout): argparse's float takes nan, inf and -5 too."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("load", help="drive a fleet of simulated terminals against a host",
                                    description="Sign N terminals in, run a transaction mix for a duration (open model "
                                                "with --rate, closed with --concurrency), settle and sign off every "
                                                "terminal, and report throughput, latency and outcomes.")
     parser.add_argument("--connect", help="host link URL")
-    parser.add_argument("--terminals", type=int, default=10, help="fleet size (default 10)")
+    parser.add_argument("--terminals", type=positive_int,
+                        help="fleet size (default 10; with --identities, the file's first N)")
     parser.add_argument("--identities", help="CSV tid,mid,tmk of the fleet (else generated)")
     parser.add_argument("--emit-identities", metavar="FILE", help="write the fleet's identities as CSV and exit")
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--rate", type=float, help="open model: transactions per second")
-    model.add_argument("--concurrency", type=int, help="closed model: transactions in flight")
+    model.add_argument("--rate", type=positive_float, help="open model: transactions per second")
+    model.add_argument("--concurrency", type=positive_int, help="closed model: transactions in flight")
     parser.add_argument("--duration", type=parse_duration, default=10.0, help="how long to transact (10s, 2m)")
     parser.add_argument("--ramp-up", type=parse_duration, default=0.0, help="spread sign-ins over this time")
     parser.add_argument("--mix", default="sale=80,void=5,refund=5,balance=10")
     parser.add_argument("--faults", help="fault plan (TOML) applied to every terminal")
-    parser.add_argument("--reply-timeout", type=float, default=10.0)
+    parser.add_argument("--reply-timeout", type=positive_float, default=10.0, metavar="SECONDS",
+                        help="how long a terminal waits for each reply (default 10)")
     parser.add_argument("--batch-capacity", type=positive_int, metavar="N",
                         help="records a terminal's batch holds before it refuses sales (BATCH FULL); the run settles "
                              "a full batch and carries on (default: the terminal's, 500)")
@@ -68,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from ..load.runner import parse_mix
 
     try:
-        identities = read_identities(args.identities) if args.identities else generate_identities(args.terminals)
+        identities = _fleet(args, read_identities, generate_identities)
         if args.emit_identities:
             write_identities(identities, args.emit_identities)
             print(f"wrote {len(identities)} identities to {args.emit_identities}")
@@ -78,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         from ..links import check_link_url
 
         check_link_url(args.connect)
+        if args.report:
+            check_report_path(args.report)
         mix = parse_mix(args.mix)
         faults = FaultPlan.from_toml(args.faults) if args.faults else None
     except (ValueError, OSError, FaultPlanError) as exc:
@@ -90,21 +109,90 @@ def run(args: argparse.Namespace) -> int:
         from ..load import ShardError, run_sharded
 
         try:
-            report = _with_live_table(lambda progress: run_sharded(config, args.processes, on_progress=progress),
+            report = _with_live_table(lambda progress: run_sharded(config, args.processes, on_progress=progress,
+                                                                   on_interrupt=_say_interrupted),
                                       quiet=args.quiet)
         except ShardError as exc:
             print(f"possim load: {exc}", file=sys.stderr)
             return EXIT_FAILED
     else:
-        report = _with_live_table(lambda progress: asyncio.run(LoadRunner(config, on_progress=progress).run()),
-                                  quiet=args.quiet)
+        report = _with_live_table(
+            lambda progress: asyncio.run(_interruptible(LoadRunner(config, on_progress=progress))), quiet=args.quiet)
     data = report.as_json()
-    if args.report:
-        write_report(data, args.report)
     print(json.dumps(data))
+    if args.report:
+        try:
+            write_report(data, args.report)
+        except OSError as exc:  # checked before the run, yet the disk may be full now: the JSON above survives
+            print(f"possim load: cannot write the report to {args.report}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    if report.interrupted:
+        return EXIT_INTERRUPTED
     if report.signed_in == 0 and report.terminals:
         return _nobody_signed_in(report)
-    return EXIT_OK if report.signed_off == report.terminals and report.errors == 0 else EXIT_FAILED
+    if report.skipped:
+        print(f"possim load: {report.skipped} arrivals skipped: every terminal was busy (more terminals, a lower "
+              f"--rate, or a faster host)", file=sys.stderr)
+    clean = report.signed_off == report.terminals and report.errors == 0 and report.skipped == 0
+    return EXIT_OK if clean else EXIT_FAILED
+
+
+#: The shell's code for a run ended by Ctrl-C (128 + SIGINT); the day was still closed and reported.
+EXIT_INTERRUPTED = 130
+
+
+def _say_interrupted() -> None:
+    print("possim load: interrupted: finishing the transactions in flight, then settling and signing off every "
+          "terminal (Ctrl-C again to abort)", file=sys.stderr)
+
+
+async def _interruptible(runner: Any) -> Any:
+    """`runner.run()` where a first Ctrl-C stops it cleanly (`LoadRunner.stop`: the host is left with no
+    open day) and a second aborts, Python's own handler being back by then."""
+    loop = asyncio.get_running_loop()
+
+    def interrupted() -> None:
+        loop.remove_signal_handler(signal.SIGINT)
+        _say_interrupted()
+        runner.stop()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupted)
+    except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here: run as it is
+        return await runner.run()
+    try:
+        return await runner.run()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def _fleet(args: argparse.Namespace, read: Callable[[str], list[Any]], generate: Callable[[int], list[Any]]
+           ) -> list[Any]:
+    """The fleet's identities: generated (--terminals, default 10), or the file's (all of them, or its
+    first --terminals); ValueError when the file has fewer than asked for."""
+    if not args.identities:
+        return generate(args.terminals or 10)
+    identities = read(args.identities)
+    if args.terminals is None:
+        return identities
+    if args.terminals > len(identities):
+        raise ValueError(f"--terminals {args.terminals}: {args.identities} holds only {len(identities)} identities")
+    return identities[:args.terminals]
+
+
+def check_report_path(path: str) -> None:
+    """Refuse, before a run of minutes, a report that could not be written after it: a format other
+    than .json / .csv, a directory, or a folder that does not exist or cannot be written."""
+    target = Path(path)
+    if target.suffix.lower() not in (".json", ".csv"):
+        raise ValueError(f"--report {path}: the file must end in .json or .csv")
+    if target.is_dir():
+        raise ValueError(f"--report {path}: is a directory")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ValueError(f"--report {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ValueError(f"--report {path}: not writable")
 
 
 def _nobody_signed_in(report: Any) -> int:
@@ -165,7 +253,7 @@ def _with_live_table(run: Callable[[Callable[[Any], None] | None], Any], *, quie
 
 
 def write_report(data: dict[str, Any], path: str) -> None:
-    if path.endswith(".csv"):
+    if path.lower().endswith(".csv"):
         flat = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
         flat.update({f"latency_{k}_ms": v for k, v in data["latency_ms"].items()})
         with open(path, "w", newline="", encoding="utf-8") as handle:

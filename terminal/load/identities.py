@@ -43,12 +43,30 @@ def write_identities(identities: list[Identity], path: str | Path) -> None:
 
 
 def read_identities(path: str | Path) -> list[Identity]:
+    """The fleet in a `tid,mid,tmk` CSV. A file with no terminals, a malformed row or a terminal id twice
+    is refused, naming the line: two simulated terminals with one id collide on its STANs and batch at
+    the host (MAC errors, duplicates), which looks like the host's fault."""
     with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    try:
-        return [Identity(r["tid"], r["mid"], r["tmk"].upper()) for r in rows]
-    except KeyError:
-        raise ValueError(f"{path}: expected a header tid,mid,tmk") from None
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"tid", "mid", "tmk"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected a header tid,mid,tmk")
+        out: list[Identity] = []
+        first_line: dict[str, int] = {}
+        for row in reader:
+            line = reader.line_num
+            try:
+                identity = Identity((row["tid"] or "").strip(), (row["mid"] or "").strip(),
+                                    (row["tmk"] or "").strip().upper())
+            except ValueError as exc:
+                raise ValueError(f"{path}, line {line}: {exc}") from None
+            if identity.tid in first_line:
+                raise ValueError(f"{path}, line {line}: terminal {identity.tid} is already on line "
+                                 f"{first_line[identity.tid]}")
+            first_line[identity.tid] = line
+            out.append(identity)
+    if not out:
+        raise ValueError(f"{path}: no terminals (only a header)")
+    return out
 
 
 def partition(identities: list[Identity], index: int, count: int) -> list[Identity]:

@@ -33,16 +33,22 @@ DEFAULT_MIX = {"sale": 80, "void": 5, "refund": 5, "balance": 10}
 
 
 def parse_mix(text: str) -> dict[str, int]:
-    """'sale=80,void=5,refund=5,balance=10' -> weights; unknown operations are an error."""
+    """'sale=80,void=5,refund=5,balance=10' -> weights. Unknown operations, empty items, an operation
+    named twice and weights that are not whole numbers from 0 up are errors: a typo must not quietly
+    give a different mix than the one asked for."""
     mix: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    for part in (p.strip() for p in text.split(",")):
         name, _, weight = part.partition("=")
+        name = name.strip()
+        if not part:
+            raise ValueError(f"--mix {text!r}: an empty item; write operation=weight items separated by commas")
         if name not in DEFAULT_MIX:
             raise ValueError(f"unknown operation {name!r} in --mix; use {', '.join(DEFAULT_MIX)}")
-        try:
-            mix[name] = int(weight)
-        except ValueError:
-            raise ValueError(f"--mix weight for {name} must be a whole number, got {weight!r}") from None
+        if name in mix:
+            raise ValueError(f"--mix names {name} twice")
+        if not re.fullmatch(r"\d{1,6}", weight.strip()):
+            raise ValueError(f"--mix weight for {name} must be a whole number from 0 to 999999, got {weight!r}")
+        mix[name] = int(weight)
     if not mix or sum(mix.values()) <= 0:
         raise ValueError("--mix needs at least one positive weight")
     return mix
@@ -58,8 +64,14 @@ def sign_in_error_kind(result: Any) -> str:
     (`sign_in host unreachable`, `sign_in no reply to 0800`): one kind per cause, never per STAN or URL."""
     if result.rc:
         return f"{SIGN_IN_DECLINED}{result.rc}"
-    cause = re.split(r" at |:| STAN ", result.message or "no reply", maxsplit=1)[0].strip()
-    return f"sign_in {cause[:40] or 'no reply'}"
+    return f"sign_in {error_cause(result.message)}"
+
+
+def error_cause(message: str | None) -> str:
+    """An error message's cause, for counting: "no reply to 0200" from "no reply to 0200 STAN 000002
+    within 2s", "host unreachable" from "host unreachable at tcp://...: refused" - one kind per cause."""
+    cause = re.split(r" at |:| STAN ", message or "", maxsplit=1)[0].strip()
+    return cause[:40] or "no reply"
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -108,6 +120,8 @@ class LoadReport:
     elapsed: float = 0.0
     journal_totals: tuple[int, int, int, int] = (0, 0, 0, 0)  # summed over every terminal and batch
     settlements: int = 0  # batches settled mid-run because they were full (not the day-end settlements)
+    skipped: int = 0  # open model: arrivals due while every signed-in terminal was busy (not offered)
+    interrupted: bool = False  # stopped early (Ctrl-C): the day was still closed, the figures cover less
 
     def latency_ms(self, recent: int | None = None) -> dict[str, float]:
         """p50/p95/p99/max in ms over every transaction, or over the last `recent` of them: what a live
@@ -122,7 +136,8 @@ class LoadReport:
                 "tps": round(self.tps, 2), "latency_ms": self.latency_ms(), "signed_in": self.signed_in,
                 "response_codes": dict(self.rc), "errors_by_kind": dict(self.error_kinds),
                 "by_operation": dict(self.by_op), "elapsed_s": round(self.elapsed, 3),
-                "journal_totals": list(self.journal_totals), "settlements": self.settlements}
+                "journal_totals": list(self.journal_totals), "settlements": self.settlements,
+                "skipped": self.skipped, "interrupted": self.interrupted}
 
     def add_totals(self, totals: tuple[int, int, int, int]) -> None:
         self.journal_totals = tuple(a + b for a, b in zip(self.journal_totals, totals, strict=True))
@@ -142,6 +157,7 @@ class LoadRunner:
         self._ready = ready
         self._approved_sales: dict[str, list[tuple[str, int]]] = {}
         self._started = 0  # transactions begun
+        self._stopping = False
         self._signed_in: list[Any] = []  # the terminals whose sign-in succeeded: they transact and close the day
 
     def _make(self, identity: Identity) -> Any:
@@ -219,9 +235,16 @@ class LoadRunner:
         ops, weights = zip(*self.config.mix.items(), strict=True)
         return self.rng.choices(ops, weights)[0]
 
+    def stop(self) -> None:
+        """Start no more transactions (Ctrl-C): those in flight finish, then every terminal settles and
+        signs off as at the end of a full run, so the host is not left with open days."""
+        self._stopping = True
+        self.report.interrupted = True
+
     def _may_start(self, t0: float) -> bool:
         limit = self.config.max_transactions
-        return (limit is None or self._started < limit) and time.perf_counter() - t0 < self.config.duration
+        return (not self._stopping and (limit is None or self._started < limit)
+                and time.perf_counter() - t0 < self.config.duration)
 
     async def _settle_full(self, term: Any) -> bool:
         """Settle a terminal whose batch is full, before it is refused (BATCH FULL); True when settled. The
@@ -267,7 +290,7 @@ class LoadRunner:
             report.reversals += 1
         if result.rc is None and not result.ok:
             report.errors += 1
-            report.error_kinds[result.message.split(":")[0][:40] or "no reply"] += 1
+            report.error_kinds[error_cause(result.message)] += 1
         if self._on_progress is not None:
             self._on_progress(report)
 
@@ -288,31 +311,33 @@ class LoadRunner:
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(self._signed_in)))))
 
     async def _open_model(self, t0: float) -> None:
+        """Arrivals at the fixed rate, each taken by an idle terminal. Behind schedule (a rate beyond what
+        the fleet and host can carry) the arrivals already due are taken at once as far as terminals are
+        idle and the rest counted as `skipped`, so the loop never spins without yielding."""
         interval = 1.0 / float(self.config.rate or 1)
         tasks: set[asyncio.Task[None]] = set()
         next_at = t0
         while self._may_start(t0):
-            next_at += interval
             delay = next_at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._idle.empty():
-                self.report.error_kinds["no idle terminal (host too slow)"] += 1
-                continue
-            term = self._idle.get_nowait()
-            self._started += 1
-
-            async def run(term: Any = term) -> None:
-                try:
-                    await self._transact(term)
-                finally:
-                    self._idle.put_nowait(term)
-
-            task = asyncio.create_task(run())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            await asyncio.sleep(max(0.0, delay))  # sleep(0) when behind: the transactions in flight go on
+            due = 1 + max(0, int((time.perf_counter() - next_at) / interval))
+            next_at += due * interval
+            while due and self._may_start(t0) and not self._idle.empty():
+                due -= 1
+                self._started += 1
+                task = asyncio.create_task(self._run_one(self._idle.get_nowait()))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if due and self._may_start(t0):
+                self.report.skipped += due
         if tasks:
             await asyncio.gather(*tasks)
+
+    async def _run_one(self, term: Any) -> None:
+        try:
+            await self._transact(term)
+        finally:
+            self._idle.put_nowait(term)
 
     async def _close_all(self) -> None:
         from ..dayend import Backoff, close_day

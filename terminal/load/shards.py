@@ -16,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import queue
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +35,8 @@ GRACE_S = 120.0
 
 
 #: A report's counts: summed over the shards, and sent as they are in each snapshot.
-_COUNTS = ("terminals", "signed_in", "signed_off", "transactions", "approved", "reversals", "errors", "settlements")
+_COUNTS = ("terminals", "signed_in", "signed_off", "transactions", "approved", "reversals", "errors", "settlements",
+           "skipped")
 
 
 class ShardError(RuntimeError):
@@ -82,13 +86,14 @@ def merge(reports: list[LoadReport]) -> LoadReport:
         merged.by_op.update(report.by_op)
         merged.elapsed = max(merged.elapsed, report.elapsed)
         merged.add_totals(report.journal_totals)
+        merged.interrupted = merged.interrupted or report.interrupted
     merged.started = min((r.started for r in reports), default=0.0)
     return merged
 
 
 def _snapshot(report: LoadReport, *, final: bool) -> dict[str, Any]:
     """A report as plain data for the queue (latencies only in the final one: the snapshots stay small)."""
-    data = {name: getattr(report, name) for name in (*_COUNTS, "tps", "elapsed", "journal_totals")}
+    data = {name: getattr(report, name) for name in (*_COUNTS, "tps", "elapsed", "journal_totals", "interrupted")}
     data.update(rc=dict(report.rc), error_kinds=dict(report.error_kinds), by_op=dict(report.by_op))
     data["latencies"] = report.latencies.tobytes() if final else b""
     return data
@@ -96,7 +101,7 @@ def _snapshot(report: LoadReport, *, final: bool) -> dict[str, Any]:
 
 def _report(data: dict[str, Any], started: float) -> LoadReport:
     report = LoadReport()
-    for name in (*_COUNTS, "tps", "elapsed"):
+    for name in (*_COUNTS, "tps", "elapsed", "interrupted"):
         setattr(report, name, data[name])
     report.journal_totals = tuple(data["journal_totals"])
     report.rc, report.error_kinds, report.by_op = (Counter(data["rc"]), Counter(data["error_kinds"]),
@@ -106,8 +111,12 @@ def _report(data: dict[str, Any], started: float) -> LoadReport:
     return report
 
 
-def _shard_main(index: int, config: LoadConfig, out: Any, start: Any) -> None:
-    """A shard process: sign in, tell the parent, wait for the start, run, send the final report."""
+def _shard_main(index: int, config: LoadConfig, out: Any, start: Any, stop: Any) -> None:
+    """A shard process: sign in, tell the parent, wait for the start, run, send the final report.
+
+    Ctrl-C is the parent's to handle (a terminal sends it to the whole process group): a shard ignores
+    SIGINT and stops when the parent sets `stop`, closing its terminals' days like a full run."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     last = [0.0]
 
     def progress(report: LoadReport) -> None:
@@ -120,8 +129,23 @@ def _shard_main(index: int, config: LoadConfig, out: Any, start: Any) -> None:
         out.put(("ready", index, _snapshot(report, final=False)))
         await asyncio.get_running_loop().run_in_executor(None, start.wait)
 
+    async def run() -> LoadReport:
+        runner = LoadRunner(config, on_progress=progress, ready=ready)
+
+        async def watch() -> None:
+            loop = asyncio.get_running_loop()
+            while not await loop.run_in_executor(None, stop.wait, 0.2):  # short waits: cancellable
+                pass
+            runner.stop()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await runner.run()
+        finally:
+            watcher.cancel()
+
     try:
-        report = asyncio.run(LoadRunner(config, on_progress=progress, ready=ready).run())
+        report = asyncio.run(run())
     except Exception as exc:  # the parent reports it, naming the shard; no second traceback from the child
         out.put(("failed", index, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
@@ -129,18 +153,51 @@ def _shard_main(index: int, config: LoadConfig, out: Any, start: Any) -> None:
 
 
 def run_sharded(config: LoadConfig, processes: int, *,
-                on_progress: Callable[[LoadReport], None] | None = None) -> LoadReport:
+                on_progress: Callable[[LoadReport], None] | None = None,
+                on_interrupt: Callable[[], None] | None = None) -> LoadReport:
     """Run `config`'s fleet in `processes` shard processes and return the merged report.
 
     Blocks (it is the parent's whole job); `on_progress` gets a merged report as the shards' snapshots
-    arrive. Raises ShardError when a shard fails or stops answering; the others are stopped.
+    arrive. Raises ShardError when a shard fails or stops answering; the others are stopped. A first
+    Ctrl-C (in the main thread) stops every shard the way `LoadRunner.stop` does and calls `on_interrupt`;
+    a second one aborts.
     """
     shards = split(config, processes)
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    start = ctx.Event()
-    procs = [ctx.Process(target=_shard_main, args=(i, shard, out, start), name=f"possim-load-{i}", daemon=True)
-             for i, shard in enumerate(shards)]
+    start, stop = ctx.Event(), ctx.Event()
+    procs = [ctx.Process(target=_shard_main, args=(i, shard, out, start, stop), name=f"possim-load-{i}",
+                         daemon=True) for i, shard in enumerate(shards)]
+    with _stopped_by_sigint(start, stop, on_interrupt):
+        return _collect(config, procs, out, start, on_progress)
+
+
+@contextmanager
+def _stopped_by_sigint(start: Any, stop: Any, on_interrupt: Callable[[], None] | None) -> Iterator[None]:
+    """While the shards run, a first SIGINT sets `stop` (and `start`, should the shards still be at the
+    barrier); the handler before it is back for the second. Outside the main thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(_signum: int, _frame: Any) -> None:
+        signal.signal(signal.SIGINT, previous)
+        stop.set()
+        start.set()
+        if on_interrupt is not None:
+            on_interrupt()
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _collect(config: LoadConfig, procs: list[Any], out: Any, start: Any,
+             on_progress: Callable[[LoadReport], None] | None) -> LoadReport:
+    """Start the shard processes, release them together once all have signed in, and merge their reports."""
     started = time.perf_counter()
     latest: dict[int, LoadReport] = {}
     finals: dict[int, LoadReport] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from array import array
@@ -229,3 +230,103 @@ async def test_lost_settlement_replies_leave_the_report_equal_to_the_host_ledger
     # a day whose every retry lost its reply stays open, and says so
     assert report.signed_off + report.error_kinds["day not closed"] == 20 and report.settlements > 0
     assert report.journal_totals == host and host[1] > 0
+
+
+async def test_an_open_model_beyond_what_the_fleet_carries_skips_arrivals_and_counts_them(tmp_path):
+    """At a rate no fleet of 3 can carry, the arrival loop used to spin without yielding: the 3 first
+    transactions never finished until the duration was over, and every tick was an error kind."""
+    report, host, _ = await run_fleet(tmp_path, 3, rate=1e6, duration=1.0, ramp_up=0.0, mix={"sale": 1})
+    assert report.transactions > 3 * 5 and report.skipped > 0
+    assert report.errors == 0 and not report.error_kinds
+    assert report.signed_off == 3 and report.journal_totals == host
+
+
+def test_possim_load_exits_1_and_says_so_when_arrivals_were_skipped(tmp_path):
+    load = possim_load_against_host(tmp_path, 2, "--rate", "100000", "--duration", "1s", "--mix", "sale=1")
+    assert load.returncode == 1, load.stderr
+    data = json.loads(load.stdout.splitlines()[-1])
+    assert data["skipped"] > 0 and data["signed_off"] == 2
+    assert f"{data['skipped']} arrivals skipped: every terminal was busy" in load.stderr
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_ctrl_c_stops_the_run_closes_every_day_and_reports(tmp_path, processes):
+    """A first SIGINT stops transacting, settles and signs off every terminal, prints the report and exits
+    130. It used to exit 0 at once with no report and every terminal's day left open at the host."""
+    import sqlite3
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    ids = tmp_path / "ids.csv"
+    write_identities(generate_identities(4), ids)
+    db = tmp_path / "h.sqlite"
+    host = subprocess.Popen([sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db",
+                             str(db), "--terminals-csv", str(ids)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    try:
+        url = host.stdout.readline().strip()
+        load = subprocess.Popen([sys.executable, "-m", "terminal", "load", "--connect", url, "--identities", str(ids),
+                                 "--concurrency", "4", "--duration", "10m", "--mix", "sale=1", "--quiet",
+                                 "--processes", processes], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until sales reach the host
+            with sqlite3.connect(db) as ledger:
+                if ledger.execute("SELECT COUNT(*) FROM txn WHERE kind = 'sale'").fetchone()[0] >= 8:
+                    break
+            time.sleep(0.1)
+        load.send_signal(signal.SIGINT)
+        out, err = load.communicate(timeout=60)
+        with sqlite3.connect(db) as ledger:
+            open_days = ledger.execute("SELECT COUNT(*) FROM session WHERE signed_in = 1").fetchone()[0]
+    finally:
+        host.kill()
+        host.wait(10)
+    assert load.returncode == 130, err
+    assert "interrupted: finishing the transactions in flight" in err
+    data = json.loads(out.splitlines()[-1])
+    assert data["interrupted"] is True and data["signed_off"] == 4 and data["transactions"] >= 8
+    assert open_days == 0
+
+
+def _usage_error(capsys, *argv: str) -> str:
+    """`possim load ARGV` must refuse before running anything: exit 2 and the message on stderr."""
+    try:
+        code = main(["load", "--connect", "tcp://127.0.0.1:9", "--quiet", *argv])
+    except SystemExit as stop:  # argparse's own refusals
+        code = stop.code
+    assert code == 2, argv
+    return capsys.readouterr().err
+
+
+def test_possim_load_refuses_what_it_could_not_honour_before_the_run(tmp_path, capsys):
+    for flag, value in (("--rate", "0"), ("--rate", "nan"), ("--rate", "-5"), ("--concurrency", "0"),
+                        ("--reply-timeout", "0"), ("--reply-timeout", "inf"), ("--terminals", "0")):
+        assert f"argument {flag}: expected a positive" in _usage_error(capsys, flag, value)
+    for mix, says in (("sale=80,void=-5", "weight for void must be a whole number"),
+                      ("sale=1,balance=1,balance=0", "names balance twice"), ("sale=80,,void=5", "an empty item"),
+                      ("sale=99999999999999", "from 0 to 999999")):
+        assert says in _usage_error(capsys, "--mix", mix)
+    assert "folder /nonexistent does not exist" in _usage_error(capsys, "--report", "/nonexistent/out.json")
+    assert "must end in .json or .csv" in _usage_error(capsys, "--report", str(tmp_path / "out.txt"))
+    ids = tmp_path / "ids.csv"
+    write_identities(generate_identities(3), ids)
+    assert f"{ids} holds only 3 identities" in _usage_error(capsys, "--identities", str(ids), "--terminals", "5")
+    rows = ids.read_text().splitlines()
+    dup = tmp_path / "dup.csv"
+    dup.write_text("\n".join([*rows, rows[-1]]) + "\n")
+    assert f"{dup}, line 5: terminal 80000003 is already on line 4" in _usage_error(capsys, "--identities", str(dup))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("tid,mid,tmk\n")
+    assert "no terminals (only a header)" in _usage_error(capsys, "--identities", str(empty))
+
+
+def test_identities_file_first_n_terminals(tmp_path):
+    ids = tmp_path / "ids.csv"
+    write_identities(generate_identities(5), ids)
+    import argparse
+
+    from terminal.commands.load import _fleet
+
+    args = argparse.Namespace(identities=str(ids), terminals=2)
+    assert [i.tid for i in _fleet(args, read_identities, generate_identities)] == ["80000001", "80000002"]
