@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +31,9 @@ TID, MID, TMK = "10000001", "898100012340001", "0123456789ABCDEFFEDCBA9876543210
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help="a business day against the built-in host, faults included")
     parser.add_argument("--quiet", action="store_true", help="only the step results and the summary")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object at the end: every step's results (the `possim terminal --json` "
+                             "shape) and the summary")
     parser.add_argument("--no-trace", action="store_true", help="do not print the decoded frames")
     parser.add_argument("--reply-timeout", type=float, default=3.0,
                         help="seconds the terminal waits for a reply (short, so the lost reply is quick)")
@@ -44,15 +48,19 @@ def run(args: argparse.Namespace) -> int:
 class Demo:
     def __init__(self, workdir: Path, args: argparse.Namespace) -> None:
         self.workdir = workdir
-        self.quiet = bool(args.quiet)
-        self.trace_frames = not (args.no_trace or args.quiet)
+        self.json = bool(getattr(args, "json", False))
+        self.quiet = bool(args.quiet) or self.json
+        self.trace_frames = not (args.no_trace or self.quiet)
         self.reply_timeout = float(args.reply_timeout)
         self.dialect = get_dialect("cup-pos")
         self.failures: list[str] = []
         self.final_state = ""
+        self.steps: list[dict[str, Any]] = []  # --json: each step's title and results
+        self.summary_data: dict[str, Any] = {}
 
     def say(self, text: str = "") -> None:
-        print(text, flush=True)
+        if not self.json:
+            print(text, flush=True)
 
     def trace(self, direction: str, frame: bytes) -> None:
         if not self.trace_frames:
@@ -62,13 +70,15 @@ class Demo:
         except Exception:  # a trace never breaks the demo
             return
         arrow = "terminal -> host" if direction == "tx" else "host -> terminal"
-        self.say(f"    [{arrow}] {describe(message)[:150]}")
+        self.say(f"    [{arrow}] {_clip(describe(message), 150)}")
 
     def step(self, title: str) -> None:
         self.say("")
         self.say(f"== {title}")
+        self.steps.append({"step": title, "results": []})
 
     def show(self, result: OpResult, *, expect_ok: bool | None = True) -> None:
+        self.steps[-1]["results"].append(result.as_json())
         verdict = "ok" if result.ok else "FAILED"
         rc = f" rc={result.rc}" if result.rc else ""
         self.say(f"  -> {result.op}: {verdict}{rc} stan={result.stan} state={result.state}  {result.message}")
@@ -101,7 +111,11 @@ class Demo:
                 await terminal.shut_down()
                 summary_ok = self.summary(terminal, server)
                 terminal.journal.close()
-        if self.failures or not summary_ok:
+        ok = not self.failures and summary_ok
+        if self.json:
+            print(json.dumps({"ok": ok, "host": url, "steps": self.steps, "summary": self.summary_data,
+                              "failures": self.failures}, ensure_ascii=False), flush=True)
+        if not ok:
             for failure in self.failures:
                 self.say(f"demo step failed: {failure}")
             return EXIT_FAILED
@@ -143,11 +157,13 @@ class Demo:
         self.step("Summary: terminal journal against host ledger")
         batches = {t.batch for t in terminal.journal.transactions()}
         ok = True
+        compared = []
         for batch in sorted(batches):
             mine = terminal.journal.batch_totals(batch)
             theirs = server.admin.totals(TID, batch)
             agree = tuple(mine) == tuple(theirs)
             ok &= agree
+            compared.append({"batch": batch, "terminal": list(mine), "host": list(theirs), "agree": agree})
             self.say(f"  batch {batch}: terminal debit {mine[0] / 100:.2f} x{mine[1]}, credit {mine[2] / 100:.2f} "
                      f"x{mine[3]} | host debit {theirs[0] / 100:.2f} x{theirs[1]}, credit {theirs[2] / 100:.2f} "
                      f"x{theirs[3]} -> {'AGREE' if agree else 'DIFFER'}")
@@ -156,8 +172,17 @@ class Demo:
                  f"printed slips: {terminal.hw.printer.receipts_total}; final state: {self.final_state}")
         if self.final_state != "signed_out":
             self.failures.append(f"terminal ended in {self.final_state}, not signed_out")
+        self.summary_data = {"batches": compared, "reversed": [t.stan for t in reversed_],
+                             "printed_slips": terminal.hw.printer.receipts_total, "final_state": self.final_state}
         return ok
 
 
+def _clip(text: str, width: int) -> str:
+    """A trace line cut at the last whole field that fits (`42=8981000` of a 15-digit MID misleads)."""
+    if len(text) <= width:
+        return text
+    return text[:text.rfind(" ", 0, width - 4)] + " ..."
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run(argparse.Namespace(quiet=False, no_trace=False, reply_timeout=3.0)))
+    sys.exit(run(argparse.Namespace(quiet=False, no_trace=False, reply_timeout=3.0, json=False)))

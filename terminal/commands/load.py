@@ -76,6 +76,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", help="write the final report: .json or .csv")
     parser.add_argument("--quiet", action="store_true", help="no live table")
+    parser.add_argument("--json", action="store_true",
+                        help="only the report's JSON, on stdout (it is printed there in any case): no live table")
     parser.set_defaults(handler=run)
 
 
@@ -111,13 +113,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             report = _with_live_table(lambda progress: run_sharded(config, args.processes, on_progress=progress,
                                                                    on_interrupt=_say_interrupted),
-                                      quiet=args.quiet)
+                                      quiet=args.quiet or args.json)
         except ShardError as exc:
             print(f"possim load: {exc}", file=sys.stderr)
             return EXIT_FAILED
     else:
         report = _with_live_table(
-            lambda progress: asyncio.run(_interruptible(LoadRunner(config, on_progress=progress))), quiet=args.quiet)
+            lambda progress: asyncio.run(_interruptible(LoadRunner(config, on_progress=progress))),
+            quiet=args.quiet or args.json)
     data = report.as_json()
     print(json.dumps(data))
     if args.report:
