@@ -330,3 +330,24 @@ def test_identities_file_first_n_terminals(tmp_path):
 
     args = argparse.Namespace(identities=str(ids), terminals=2)
     assert [i.tid for i in _fleet(args, read_identities, generate_identities)] == ["80000001", "80000002"]
+
+
+def test_the_final_live_table_fits_80_columns_and_shows_the_reports_throughput():
+    """At 80 columns the headers were cut to `sig…` and the values lost digits; the final table divided by
+    the whole wall time (sign-in and day end included) where the report divides by the transacting seconds."""
+    from rich.console import Console
+
+    from terminal.commands.load import _table
+
+    report = LoadReport(terminals=1000, signed_in=1000, signed_off=998, transactions=123456, approved=123000,
+                        reversals=12, errors=3, tps=4321.0)
+    report.latencies.extend([0.0125, 1.23456])
+    report.rc.update({"00": 123000, "51": 400, "94": 56})
+    console = Console(width=80, record=True, color_system=None)
+    console.print(_table(report, final=True))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    row = next(line for line in text.splitlines() if "123456" in line)
+    assert row.split() == [
+        "1000", "998", "123456", "4321", "12.5", "1234.6", "1234.6", "1234.6", "123000", "12", "3"]
+    assert "codes 00:123000 51:400 94:56" in text
