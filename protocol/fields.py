@@ -71,6 +71,17 @@ class FieldSpec:
         return self.prefix != 0
 
     @property
+    def prefix_size(self) -> int:
+        """Bytes of the LL/LLL length prefix on the wire (0 for a fixed field): where the data starts."""
+        if not self.prefix:
+            return 0
+        if self.length_encoding == "bcd":
+            return (self.prefix + 1) // 2
+        if self.length_encoding == "ascii":
+            return self.prefix
+        return 1 if self.prefix == 2 else 2
+
+    @property
     def format(self) -> str:
         """The ISO notation of this spec ("n..19", "b64", "ans...999")."""
         length = self.length * 8 if self.kind == "b" and not self.prefix else self.length

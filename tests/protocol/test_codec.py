@@ -124,6 +124,25 @@ def test_vector_field_types(body: bytes) -> None:
     assert msg[35] == "6224242900000113D28062013949031013"
 
 
+def test_layout_spans_every_field_of_the_vector(body: bytes) -> None:
+    dialect = get_dialect("cup-pos")
+    msg = dialect.decode(body)
+    spans = dialect.layout(body)
+    assert [n for n, _, _ in spans] == [0, 1, *sorted(msg.fields)]
+    assert {n: start for n, start, _ in spans if n > 1} == field_offsets(dialect, msg)
+    assert spans[-1][2] == len(body)
+    for n, start, end in spans[2:]:
+        assert body[start:end] == dialect.field_bytes(n, msg[n])
+
+
+def test_layout_of_an_undecodable_message_stops_before_the_bad_field(body: bytes) -> None:
+    broken = bytearray(body)
+    broken[3] ^= 0x02  # bitmap bit 15 on: field 15 now reads the bytes of 22, 23, ... and 48 breaks
+    spans = get_dialect("cup-pos").layout(bytes(broken))
+    assert [n for n, _, _ in spans][:2] == [0, 1] and spans[1][1:] == (2, 10)
+    assert 48 not in [n for n, _, _ in spans]
+
+
 def test_masked_json_fields_hide_pan_track_and_pin(body: bytes) -> None:
     fields = get_dialect("cup-pos").decode(body).as_json_fields()
     assert fields["2"] == "622424******0113"
