@@ -228,6 +228,30 @@ class Dialect:
             pass
         return Message(mti, fields)
 
+    def layout(self, data: bytes) -> list[tuple[int, int, int]]:
+        """Where each part of a message sits: (number, start, end) byte spans, 0 the MTI, 1 the bitmap.
+
+        A trace masks the hex of a frame at the bytes of the PAN, track data, PIN block and keys, and
+        only the parsers know where a variable-length field ends, so this walks the same parsers as
+        `decode` (offsets from the MTI; a field's data starts `specs[n].prefix_size` bytes in). It
+        never raises: it stops at the first part that does not parse and returns the spans before
+        it, so for an undecodable frame the spans say how far the frame could be read.
+        """
+        io = BytesIO(data)
+        spans: list[tuple[int, int, int]] = []
+        try:
+            self._read_mti(io)
+            spans.append((0, 0, io.tell()))
+            bitmap, start = self._read_bitmap(io)
+            spans.append((1, start, io.tell()))
+            for n in self.fields_in_bitmap(bitmap):
+                start = io.tell()
+                self._parsers[n](io)
+                spans.append((n, start, io.tell()))
+        except (ProtocolError, KeyError, ValueError):
+            pass
+        return spans
+
     def encode(self, message: Message) -> bytes:
         """Message -> bytes from the MTI on. Raises only EncodeError."""
         try:

@@ -71,6 +71,17 @@ class FieldSpec:
         return self.prefix != 0
 
     @property
+    def prefix_size(self) -> int:
+        """Bytes of the LL/LLL length prefix on the wire (0 for a fixed field): where the data starts."""
+        if not self.prefix:
+            return 0
+        if self.length_encoding == "bcd":
+            return (self.prefix + 1) // 2
+        if self.length_encoding == "ascii":
+            return self.prefix
+        return 1 if self.prefix == 2 else 2
+
+    @property
     def format(self) -> str:
         """The ISO notation of this spec ("n..19", "b64", "ans...999")."""
         length = self.length * 8 if self.kind == "b" and not self.prefix else self.length
@@ -117,7 +128,7 @@ def _length_reader(spec: FieldSpec) -> Callable[[BinaryIO], int]:
             if len(raw) != nbytes or not text.isdigit():
                 if len(raw) != nbytes:
                     raise _short(field, io, nbytes, len(raw), "length prefix")
-                raise DecodeError(f"length prefix {raw.hex().upper()} is not BCD", field=field,
+                raise DecodeError(f"length prefix of {nbytes} bytes is not BCD", field=field,
                                   offset=io.tell() - nbytes)
             value = int(text)
             if value > maximum:
@@ -133,7 +144,7 @@ def _length_reader(spec: FieldSpec) -> Callable[[BinaryIO], int]:
             if len(raw) != nbytes:
                 raise _short(field, io, nbytes, len(raw), "length prefix")
             if not raw.isdigit():
-                raise DecodeError(f"length prefix {raw!r} is not ASCII digits", field=field,
+                raise DecodeError(f"length prefix of {nbytes} bytes is not ASCII digits", field=field,
                                   offset=io.tell() - nbytes)
             value = int(raw)
             if value > maximum:
@@ -183,7 +194,7 @@ def _digits_decoder(spec: FieldSpec) -> Callable[[BinaryIO, bytes, int], str]:
             if kind == "z":
                 text = text.replace("=", "D")
             if text.strip(allowed):
-                raise DecodeError(f"data {_safe(spec, text)} has characters not allowed in {kind}", field=field,
+                raise DecodeError(f"data of {len(raw)} bytes has characters not allowed in {kind}", field=field,
                                   offset=io.tell() - len(raw))
             return text
 
@@ -198,7 +209,7 @@ def _digits_decoder(spec: FieldSpec) -> Callable[[BinaryIO, bytes, int], str]:
                 raise DecodeError(f"pad nibble {pad} is not 0 or F", field=field, offset=io.tell() - len(raw))
             text = body
         if text.strip(allowed):
-            raise DecodeError(f"data {_safe(spec, raw.hex().upper())} is not valid {kind} (BCD)", field=field,
+            raise DecodeError(f"data of {len(raw)} bytes is not valid {kind} (BCD)", field=field,
                               offset=io.tell() - len(raw))
         return text
 
@@ -243,7 +254,12 @@ def _digits_encoder(spec: FieldSpec) -> Callable[[str], bytes]:
 
 
 def _safe(spec: FieldSpec, value: object) -> str:
-    """A value for an error message: never a PAN, track or PIN block in clear."""
+    """A value for an encode error message: never a PAN, track or PIN block in clear.
+
+    Only for values from the message model, whose field number is certain. Decode errors never
+    quote wire data: in a misframed message (a flipped bitmap bit) any field may be reading the
+    bytes of the PAN, track 2 or PIN block, and the error text ends up in traces and logs.
+    """
     if spec.number in (2, 35, 36, 52, 62):
         return f"<{type(value).__name__} of length {len(value) if hasattr(value, '__len__') else '?'}>"
     return repr(value)

@@ -93,11 +93,17 @@ class Message:
         return value if isinstance(value, str) else None
 
     def as_json_fields(self, *, unmask: bool = False) -> dict[str, str]:
-        """Fields keyed by number as text, the contract of `possim decode --json`."""
+        """Fields keyed by number as text, the contract of `possim decode --json`.
+
+        `unmask` shows the PAN and track data in clear - what someone matching a capture to a card
+        needs - but never the PIN block or keys (`SECRET_FIELDS`): nothing a support engineer does
+        with a decoded frame needs them, and JSON output is what gets pasted into tickets. The raw
+        value of every field is `text(number)`.
+        """
         out: dict[str, str] = {}
         for number in sorted(self.fields):
             value = self.fields[number]
-            if unmask:
+            if unmask and number not in SECRET_FIELDS:
                 out[str(number)] = value.hex().upper() if isinstance(value, bytes) else value
             else:
                 out[str(number)] = display_value(number, value, mti=self.mti)

@@ -8,7 +8,8 @@ dialect's framing has them (a TPDU starts with 0x60). The human output is a tabl
 PAN masked (unless --unmask) and PIN blocks and keys always hidden, followed by the typed views of the
 composite fields (60.x, 61.x, settlement totals, batch records, balance, device information).
 `--json` prints one object: {"tpdu": HEX|null, "header": HEX|null, "mti": "0200", "fields": {...}},
-values as text (binary as upper-case hex); the PAN is masked unless --unmask.
+values as text (binary as upper-case hex); the PAN and track data are masked unless --unmask, and the
+PIN block (52) and keys (62) are hidden even with --unmask, in both outputs.
 
 Exit codes: 0 decoded, 1 the input is not a decodable frame (bad hex, DecodeError: the message names
 the field and the byte offset), 2 usage (including an unknown dialect or a bad spec file).
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol import DecodeError, Dialect, DialectError, Message, display_value, get_dialect, load_dialect
+from protocol import DecodeError, Dialect, DialectError, Message, get_dialect, load_dialect
 from protocol import catalogue as cat
 from protocol.codes import lookup
 from protocol.composite import (
@@ -38,7 +39,7 @@ from protocol.composite import (
 )
 from protocol.dialect import FramingSpec, builtin_dialects
 from protocol.framing import Header
-from protocol.message import SECRET_FIELDS, mask_pan
+from protocol.message import mask_pan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -381,9 +382,7 @@ def render(decoded: Decoded, dialect: Dialect, *, unmask: bool) -> str:
     lines.append(f"MTI      {message.mti}")
     lines.append(f"bitmap   {Dialect.bitmap_for(message.fields).hex().upper()}")
     lines.append("")
-    texts = field_texts(message, unmask=unmask)
-    for number in SECRET_FIELDS & set(message.fields):  # PIN block and keys: hidden even with --unmask
-        texts[str(number)] = display_value(number, message[number])
+    texts = field_texts(message, unmask=unmask)  # PIN block and keys hidden even with --unmask
     rows = [(str(n), dialect.describe(n), dialect.specs[n].format, texts[str(n)]) for n in sorted(message.fields)]
     name_width = max([len(r[1]) for r in rows] + [4])
     fmt_width = max([len(r[2]) for r in rows] + [6])
@@ -408,7 +407,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "decode",
         help="decode a captured ISO 8583 frame (hex or raw bytes)",
         description="Decode a captured ISO 8583 frame: hex text or raw bytes, with or without the length "
-                    "prefix, TPDU and header. PAN masked unless --unmask; PIN blocks and keys hidden.",
+                    "prefix, TPDU and header. PAN and track data masked unless --unmask; the PIN "
+                    "block (52) and keys (62) are always hidden.",
         epilog="exit codes: 0 decoded, 1 not a decodable frame (the error names field and byte), 2 usage",
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -422,7 +422,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--spec", metavar="FILE", help="a dialect spec file (TOML or JSON)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--unmask", action="store_true",
-                        help="show the PAN and track data in clear (PIN block and keys stay hidden in the table)")
+                        help="show the PAN and track data in clear, in the table and in --json (the PIN block "
+                             "and keys stay hidden)")
     parser.set_defaults(handler=run)
 
 

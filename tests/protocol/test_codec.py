@@ -67,6 +67,11 @@ def field_offsets(dialect: Dialect, message: Message) -> dict[int, int]:
     return out
 
 
+def raw_fields(message: Message) -> dict[str, str]:
+    """Every field as text in clear (binary as upper-case hex), PIN block included: the vector's form."""
+    return {str(n): message.text(n) for n in message}
+
+
 # ---------------------------------------------------------------------------------------------
 # The captured vector
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +90,7 @@ def test_vector_cold_path_decodes_and_reencodes_byte_for_byte(vector: tuple[byte
     msg = dialect.decode(body)
     assert not dialect._compiled, "the first sighting of a bitmap must use the interpreted path"
     assert msg.mti == expected["mti"]
-    assert msg.as_json_fields(unmask=True) == expected["fields"]
+    assert raw_fields(msg) == expected["fields"]
 
     encoder = fresh("cup-pos")
     assert encoder.encode(msg) == body
@@ -102,7 +107,7 @@ def test_vector_compiled_path_decodes_and_reencodes_byte_for_byte(vector: tuple[
         again = dialect.decode(body)
         assert numbers in dialect._compiled
         assert again == first
-        assert again.as_json_fields(unmask=True) == expected["fields"]
+        assert raw_fields(again) == expected["fields"]
     assert dialect.encode(first) == body
     assert "fp_" in dialect.compiled_source(numbers)
 
@@ -122,6 +127,34 @@ def test_vector_field_types(body: bytes) -> None:
     assert isinstance(msg[2], str) and isinstance(msg[35], str)
     assert isinstance(msg[52], bytes) and isinstance(msg[55], bytes) and isinstance(msg[64], bytes)
     assert msg[35] == "6224242900000113D28062013949031013"
+
+
+def test_unmasked_json_fields_show_pan_and_track_but_never_pin_block_or_keys(body: bytes) -> None:
+    fields = get_dialect("cup-pos").decode(body).as_json_fields(unmask=True)
+    assert fields["2"] == "6224242900000113" and fields["35"] == "6224242900000113D28062013949031013"
+    assert fields["52"] == "<8 bytes hidden>"
+    sign_in_reply = Message("0810", {39: "00", 62: bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")})
+    keys = sign_in_reply.as_json_fields(unmask=True)
+    assert keys["62"] == "<16 bytes hidden>"
+
+
+def test_layout_spans_every_field_of_the_vector(body: bytes) -> None:
+    dialect = get_dialect("cup-pos")
+    msg = dialect.decode(body)
+    spans = dialect.layout(body)
+    assert [n for n, _, _ in spans] == [0, 1, *sorted(msg.fields)]
+    assert {n: start for n, start, _ in spans if n > 1} == field_offsets(dialect, msg)
+    assert spans[-1][2] == len(body)
+    for n, start, end in spans[2:]:
+        assert body[start:end] == dialect.field_bytes(n, msg[n])
+
+
+def test_layout_of_an_undecodable_message_stops_before_the_bad_field(body: bytes) -> None:
+    broken = bytearray(body)
+    broken[3] ^= 0x02  # bitmap bit 15 on: field 15 now reads the bytes of 22, 23, ... and 48 breaks
+    spans = get_dialect("cup-pos").layout(bytes(broken))
+    assert [n for n, _, _ in spans][:2] == [0, 1] and spans[1][1:] == (2, 10)
+    assert 48 not in [n for n, _, _ in spans]
 
 
 def test_masked_json_fields_hide_pan_track_and_pin(body: bytes) -> None:

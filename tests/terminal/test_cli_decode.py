@@ -34,6 +34,12 @@ def expected() -> dict:
     return json.loads(VECTOR_JSON.read_text())
 
 
+@pytest.fixture(scope="module")
+def unmasked(expected: dict) -> dict:
+    """What `--json --unmask` prints for the vector: its fields, the PIN block still hidden."""
+    return dict(expected["fields"], **{"52": "<8 bytes hidden>"})
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(["decode", *argv])
     out, err = capsys.readouterr()
@@ -60,14 +66,15 @@ def frame_of(msg: Message, *, header: str = "603100030008") -> bytes:
 
 
 def test_json_of_the_vector_file_unmasked_equals_the_vector_json(capsys: pytest.CaptureFixture[str],
-                                                                  expected: dict) -> None:
+                                                                  expected: dict, unmasked: dict) -> None:
     code, out, err = run(capsys, "--file", str(VECTOR_HEX), "--json", "--unmask")
     assert (code, err) == (0, "")
     doc = json.loads(out)
     assert set(doc) == {"tpdu", "header", "mti", "fields"}
     assert doc["tpdu"] == expected["tpdu"] and doc["header"] == expected["header"]
     assert doc["mti"] == expected["mti"]
-    assert doc["fields"] == expected["fields"]
+    assert doc["fields"] == unmasked
+    assert expected["fields"]["52"] not in out
     assert out.count("\n") == 1  # exactly one JSON object on one line
 
 
@@ -84,7 +91,7 @@ def test_json_masks_the_pan_by_default(capsys: pytest.CaptureFixture[str], expec
 @pytest.mark.parametrize("strip", [0, 2, 13], ids=["length+tpdu+header", "tpdu+header", "message only"])
 @pytest.mark.parametrize("form", ["hex", "spaced hex", "hex file", "raw file"])
 def test_every_input_form(capsys: pytest.CaptureFixture[str], tmp_path: Path, frame: bytes, expected: dict,
-                          strip: int, form: str) -> None:
+                          unmasked: dict, strip: int, form: str) -> None:
     data = frame[strip:]
     if form == "hex":
         argv = [data.hex()]
@@ -102,7 +109,7 @@ def test_every_input_form(capsys: pytest.CaptureFixture[str], tmp_path: Path, fr
     code, out, err = run(capsys, *argv, "--json", "--unmask")
     assert (code, err) == (0, "")
     doc = json.loads(out)
-    assert doc["fields"] == expected["fields"]
+    assert doc["fields"] == unmasked
     if strip == 13:
         assert doc["tpdu"] is None and doc["header"] is None
     else:
@@ -157,6 +164,31 @@ def test_unmask_shows_the_pan_but_never_the_pin_block(capsys: pytest.CaptureFixt
     assert code == 0
     assert PAN in out and "6224242900000113D28062013949031013" in out
     assert "D1EEF419D0AE2609" not in out
+
+
+def test_unmask_never_shows_the_pin_block_in_json(capsys: pytest.CaptureFixture[str], expected: dict) -> None:
+    code, out, _ = run(capsys, "--file", str(VECTOR_HEX), "--json", "--unmask")
+    fields = json.loads(out)["fields"]
+    assert code == 0 and fields["2"] == PAN and fields["35"] == expected["fields"]["35"]
+    assert fields["52"] == "<8 bytes hidden>" and expected["fields"]["52"] not in out
+
+
+def test_unmask_never_shows_the_working_keys_of_a_sign_in_reply(capsys: pytest.CaptureFixture[str]) -> None:
+    keys = bytes.fromhex("9F1C4B2A7E3D60518877AA55CC330F11" * 3 + "A1B2C3D4E5F60718")  # wrapped PIK/MAK/TDK + KCVs
+    request = cat.sign_in(stan="000001", **COMMON)
+    reply = cat.reply(request, "00", f62=keys)
+    for argv in (["--json", "--unmask"], ["--unmask"], ["--json"], []):
+        code, out, _ = run(capsys, frame_of(reply).hex(), *argv)
+        assert code == 0, argv
+        assert "9F1C4B2A" not in out.upper() and "A1B2C3D4" not in out.upper(), argv
+        assert "<56 bytes hidden>" in out, argv
+
+
+def test_help_says_unmask_keeps_pin_block_and_keys_hidden(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["decode", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "PAN and track data in clear, in the table and in --json (the PIN block and keys stay hidden)" in text
 
 
 def test_header_firmware_version_and_processing_requirement(capsys: pytest.CaptureFixture[str]) -> None:

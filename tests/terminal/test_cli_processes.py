@@ -88,3 +88,4 @@ def test_trace_file_has_hex_and_decoded_frames_with_pans_masked(host_process, tm
     text = trace.read_text()
     assert code == 0 and " tx " in text and " rx " in text and "MTI 0200" in text
     assert "6222020000000015" not in text and "622202******0015" in text
+    assert "622202******0015D*****" in text and "0015D3012" not in text  # track 2 masked in the hex too
