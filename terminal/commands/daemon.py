@@ -107,8 +107,9 @@ async def _run(config: Any, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
     try:
-        await daemon.start()
+        # the control API first: a busy port then ends the start before any terminal has signed in
         url = await daemon.start_control()
+        await daemon.start()
     except OSError as exc:
         print(f"possim daemon: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         await daemon.stop()

@@ -167,6 +167,13 @@ def test_daemon_usage_errors_exit_2_and_a_busy_control_port_exits_4(tmp_path):
         out = subprocess.run([sys.executable, "-m", "terminal", "daemon", "--config", str(config)],
                              capture_output=True, text=True, env=ENV, timeout=60)
     assert out.returncode == 4 and "cannot listen" in out.stderr
+    # the control port is taken before any terminal signs in: none was left signed in at the host
+    ledger = tmp_path / "fleet-host.sqlite"
+    if ledger.exists():
+        import sqlite3
+
+        with sqlite3.connect(ledger) as db:
+            assert db.execute("SELECT COUNT(*) FROM session WHERE signed_in = 1").fetchone()[0] == 0
     out = subprocess.run([sys.executable, "-m", "terminal", "ctl", "--config", str(config), "status"],
                          capture_output=True, text=True, env=ENV, timeout=60)
     assert out.returncode == 4 and "cannot reach the daemon" in out.stderr
