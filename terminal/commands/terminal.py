@@ -13,11 +13,12 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from ..cli import EXIT_FAILED, EXIT_INTERNAL, EXIT_LINK, EXIT_OK, EXIT_USAGE
@@ -39,19 +40,34 @@ class Op:
     args: tuple[Any, ...] = ()
 
 
+#: Field 4 (amount, transaction) is n12 in fen: at most 12 digits, so 9999999999.99 yuan.
+MAX_AMOUNT_FEN = 10**12 - 1
+#: A plain ASCII decimal with at most two decimals. Decimal() alone also takes NaN, inf, 1e3, +1.00 and
+#: full-width digits; none of those is what a merchant keys in, and NaN/inf cannot even be compared.
+_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")
+
+
 def parse_amount(text: str) -> int:
-    """'12.34' -> 1234 fen. Two decimals at most, positive, below 10^10 yuan."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise UsageError(f"amount {text!r} is not a number like 12.34") from None
-    if value <= 0 or value != value.quantize(Decimal("0.01")) or value >= Decimal(10) ** 10:
-        raise UsageError(f"amount {text!r} must be positive with at most two decimals")
-    return int(value * 100)
+    """'12.34' -> 1234 fen. UsageError, naming the amount and the form expected, for anything else."""
+    if not _AMOUNT.fullmatch(text):
+        raise UsageError(f"amount {text!r} is not a plain decimal like 12.34 "
+                         "(ASCII digits, at most two decimals, no sign or exponent)")
+    fen = int(Decimal(text) * 100)
+    if fen <= 0:
+        raise UsageError(f"amount {text!r} must be more than zero")
+    if fen > MAX_AMOUNT_FEN:
+        raise UsageError(f"amount {text!r} is too large: field 4 holds 12 digits of fen, "
+                         f"so at most {MAX_AMOUNT_FEN // 100}.{MAX_AMOUNT_FEN % 100:02d}")
+    return fen
+
+
+def _looks_like_stan(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _stan(text: str) -> str:
-    if not text.isdigit() or len(text) > 6:
+    """A STAN (field 11, n6) as typed, zero-filled to 6 digits; leading zeros may be left out."""
+    if not _looks_like_stan(text) or len(text) > 6:
         raise UsageError(f"STAN {text!r} must be up to 6 digits")
     return text.zfill(6)
 
@@ -62,13 +78,15 @@ def parse_ops(tokens: Sequence[str]) -> list[Op]:
     i = 0
 
     def take(what: str) -> str:
+        # The error names the whole operation so far ("refund 000002 needs an AMOUNT"), not just the last word.
         nonlocal i
         if i >= len(tokens):
-            raise UsageError(f"{tokens[i - 1]} needs {what}")
+            raise UsageError(f"{' '.join(tokens[start:i])} needs {what}")
         i += 1
         return tokens[i - 1]
 
     while i < len(tokens):
+        start = i
         word = tokens[i].lower()
         i += 1
         if word in ("sign-in", "signin"):
@@ -81,7 +99,7 @@ def parse_ops(tokens: Sequence[str]) -> list[Op]:
             stan = _stan(take("a STAN and an AMOUNT"))
             ops.append(Op("refund", (stan, parse_amount(take("an AMOUNT")))))
         elif word == "reprint":
-            if i < len(tokens) and tokens[i].isdigit():
+            if i < len(tokens) and _looks_like_stan(tokens[i]):
                 ops.append(Op("reprint", (_stan(take("a STAN")),)))
             else:
                 ops.append(Op("reprint", (None,)))
@@ -95,6 +113,10 @@ def parse_ops(tokens: Sequence[str]) -> list[Op]:
             ops.append(Op("parameter_download"))
         elif word == "status-upload":
             ops.append(Op("status_upload"))
+        elif start > 0 and tokens[start - 1].lower() == "reprint":
+            # `reprint 12ab` is most likely a mistyped STAN, not a mistyped operation.
+            raise UsageError(f"reprint takes an optional 6-digit STAN, got {tokens[start]!r} "
+                             f"(nor is that an operation: {OPS_HELP})")
         else:
             raise UsageError(f"unknown operation {tokens[i - 1]!r}; operations: {OPS_HELP}")
     if not ops:

@@ -1,0 +1,83 @@
+"""`possim terminal` on bad input: each mistake exits with the contract's code and a message naming it.
+
+Exit codes (DESIGN.md "Command line"): 1 failed or declined, 2 usage, 3 internal error, 4 link unavailable.
+Most cases never reach a host, so they run the CLI's `main` in process; the refusals a terminal makes
+itself (item 2 of the QA list) need a real host, started once for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from terminal.cli import main
+
+TID, MID, TMK = "10000001", "898100012340001", "0123456789ABCDEFFEDCBA9876543210"
+ROOT = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+UNUSED = "tcp://127.0.0.1:9"  # discard port: nothing listens, so a link attempt fails at once
+
+
+def run(capsys: pytest.CaptureFixture[str], journal: Path, *argv: str, url: str = UNUSED) -> tuple[int, str, str]:
+    code = main(["terminal", "--connect", url, "--journal", str(journal), "--tid", TID, "--mid", MID,
+                 "--tmk", TMK, *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def host_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    db = tmp_path_factory.mktemp("host") / "h.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db", str(db),
+         "--terminal", f"{TID}:{MID}:{TMK}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True)
+    url = proc.stdout.readline().strip()  # the host prints its bound URL first, then serves
+    assert url.startswith("tcp://127.0.0.1:"), proc.stderr.read() if proc.poll() is not None else url
+    yield url
+    proc.kill()
+    proc.wait(10)
+
+
+# 1. amounts -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ops", [("sale", "NaN"), ("sale", "inf"), ("refund", "000002", "NaN"),
+                                 ("sale", "1e3"), ("sale", "1E-2"), ("sale", "+1.00"), ("sale", "\uff11.00"),
+                                 ("sale", "1."), ("sale", ".5"), ("sale", "1.234"), ("sale", "1_000")])
+def test_an_amount_that_is_not_a_plain_decimal_is_a_usage_error_naming_it(capsys, tmp_path, ops):
+    code, out, err = run(capsys, tmp_path / "t.sqlite", *ops)
+    assert code == 2 and out == ""
+    assert f"amount {ops[-1]!r} is not a plain decimal like 12.34" in err and "Traceback" not in err
+
+
+def test_an_amount_beyond_field_4_says_the_12_digit_limit(capsys, tmp_path):
+    code, _, err = run(capsys, tmp_path / "t.sqlite", "sale", "99999999999.99")
+    assert code == 2
+    assert "field 4 holds 12 digits" in err and "9999999999.99" in err
+    code, _, err = run(capsys, tmp_path / "t.sqlite", "sale", "0.00")
+    assert code == 2 and "amount '0.00' must be more than zero" in err
+
+
+# 6. messages ------------------------------------------------------------------------------------------
+
+def test_a_missing_argument_names_the_whole_operation(capsys, tmp_path):
+    code, _, err = run(capsys, tmp_path / "t.sqlite", "refund", "000002")
+    assert code == 2 and "possim terminal: refund 000002 needs an AMOUNT" in err
+    code, _, err = run(capsys, tmp_path / "t.sqlite", "sale")
+    assert code == 2 and "possim terminal: sale needs an AMOUNT" in err
+
+
+def test_reprint_with_a_bad_stan_says_it_takes_a_stan(capsys, tmp_path):
+    code, _, err = run(capsys, tmp_path / "t.sqlite", "reprint", "abc")
+    assert code == 2 and "reprint takes an optional 6-digit STAN, got 'abc'" in err
+    code, _, err = run(capsys, tmp_path / "t.sqlite", "reprint", "1234567")
+    assert code == 2 and "STAN '1234567' must be up to 6 digits" in err
