@@ -186,7 +186,6 @@ async def _run(config: Any, ops: list[Op], args: argparse.Namespace) -> int:
     if crash_at:
         terminal.crash_hook = _crash_at(crash_at)
     exit_code = EXIT_OK
-    ever_reached = False
     try:
         boot = await terminal.power_on()
         if not boot.ok:
@@ -195,20 +194,27 @@ async def _run(config: Any, ops: list[Op], args: argparse.Namespace) -> int:
         for result in await terminal.resume():
             _emit(result, args.json)
         for op in ops:
+            failures_before = terminal.channel.link_failures
             result = await _dispatch(terminal, op, args)
             _emit(result, args.json)
-            if result.rc is not None or terminal.channel.connected:
-                ever_reached = True
             if not result.ok:
-                exit_code = EXIT_FAILED
+                exit_code = max(exit_code, _failure_code(result, terminal.channel.link_failures > failures_before))
     finally:
         await terminal.shut_down()
         terminal.journal.close()
         if tracer is not None:
             tracer.close()
-    if exit_code == EXIT_FAILED and not ever_reached and _needs_host(ops):
-        return EXIT_LINK
     return exit_code
+
+
+def _failure_code(result: OpResult, link_failed: bool) -> int:
+    """EXIT_LINK only when this operation failed because the link could not be opened or broke, with no
+    answer from the host; a refusal the terminal makes itself (not signed in, no such STAN) is EXIT_FAILED.
+
+    Judged per operation, so the code never depends on what else is in the run; with several failures
+    the link's (4) wins over a plain failure (1).
+    """
+    return EXIT_LINK if link_failed and result.rc is None else EXIT_FAILED
 
 
 def _crash_at(point: str) -> Any:
@@ -220,10 +226,6 @@ def _crash_at(point: str) -> Any:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return hook
-
-
-def _needs_host(ops: list[Op]) -> bool:
-    return any(op.name not in ("status", "reprint") for op in ops)
 
 
 async def _dispatch(terminal: Any, op: Op, args: argparse.Namespace) -> OpResult:

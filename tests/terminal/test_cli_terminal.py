@@ -2,7 +2,7 @@
 
 Exit codes (DESIGN.md "Command line"): 1 failed or declined, 2 usage, 3 internal error, 4 link unavailable.
 Most cases never reach a host, so they run the CLI's `main` in process; the refusals a terminal makes
-itself (item 2 of the QA list) need a real host, started once for the module.
+itself (item 2 of the QA list) need a real host.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ def json_lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-@pytest.fixture(scope="module")
-def host_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    db = tmp_path_factory.mktemp("host") / "h.sqlite"
+@pytest.fixture
+def host_url(tmp_path: Path) -> Iterator[str]:
+    """A host of its own per test: the host remembers STANs, and every test's journal starts at 000001."""
+    db = tmp_path / "h.sqlite"
     proc = subprocess.Popen(
         [sys.executable, "-m", "terminal", "host", "--listen", "tcp://127.0.0.1:0", "--db", str(db),
          "--terminal", f"{TID}:{MID}:{TMK}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True)
@@ -81,3 +82,41 @@ def test_reprint_with_a_bad_stan_says_it_takes_a_stan(capsys, tmp_path):
     assert code == 2 and "reprint takes an optional 6-digit STAN, got 'abc'" in err
     code, _, err = run(capsys, tmp_path / "t.sqlite", "reprint", "1234567")
     assert code == 2 and "STAN '1234567' must be up to 6 digits" in err
+# 2. refusals the terminal makes itself are failures (1), not "link unavailable" (4) ---------------------
+
+@pytest.mark.parametrize("ops", [("sale", "1.00"), ("balance",), ("settle",), ("signature", "999999"),
+                                 ("void", "000123"), ("sale", "1.00", "status"), ("status", "sale", "1.00")])
+def test_refused_while_signed_out_exits_1_with_the_host_reachable(capsys, tmp_path, host_url, ops):
+    code, out, _ = run(capsys, tmp_path / "t.sqlite", "--json", *ops, url=host_url)
+    assert code == 1
+    refused = [line for line in json_lines(out) if not line["ok"]]
+    assert len(refused) == 1 and refused[0]["rc"] is None and refused[0]["state"] == "signed_out"
+
+
+def test_unknown_or_already_voided_stans_exit_1(capsys, tmp_path, host_url):
+    journal = tmp_path / "t.sqlite"
+    code, out, _ = run(capsys, journal, "--json", "sign-in", "sale", "5.00", url=host_url)
+    assert code == 0
+    stan = json_lines(out)[-1]["stan"]
+    assert run(capsys, journal, "void", stan, url=host_url)[0] == 0
+    for ops in (("void", stan), ("void", "000123"), ("refund", "000005", "20.00"), ("signature", "999999")):
+        code, out, _ = run(capsys, journal, "--json", *ops, url=host_url)
+        assert code == 1, ops
+        assert json_lines(out)[-1]["ok"] is False
+
+
+def test_a_link_that_cannot_be_opened_still_exits_4(capsys, tmp_path, host_url):
+    journal = tmp_path / "t.sqlite"
+    assert run(capsys, journal, "sign-in", url=host_url)[0] == 0
+    code, out, _ = run(capsys, journal, "--json", "status", "sale", "1.00")  # signed in, the host now gone
+    assert code == 4 and json_lines(out)[-1]["ok"] is False
+
+
+def test_refund_beyond_the_sale_prints_the_refundable_amount_in_yuan(capsys, tmp_path, host_url):
+    journal = tmp_path / "t.sqlite"
+    code, out, _ = run(capsys, journal, "--json", "sign-in", "sale", "30.00", url=host_url)
+    assert code == 0, out
+    stan = json_lines(out)[-1]["stan"]
+    code, out, _ = run(capsys, journal, "--json", "refund", stan, "40.00", url=host_url)
+    assert code == 1
+    assert json_lines(out)[-1]["message"] == "refund exceeds the refundable 30.00"
