@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, connect=args.connect, journal=args.journal, tid=args.tid, mid=args.mid,
                              tmk=args.tmk, tpdu=args.tpdu, firmware=args.firmware, reply_timeout=args.reply_timeout,
                              batch_capacity=args.batch_capacity)
+        check_inputs(config.connect, card=args.card, pin=args.pin)
     except (UsageError, ConfigError) as exc:
         print(f"possim terminal: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -171,17 +172,52 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERNAL
 
 
+def check_inputs(connect: str, *, card: str | None, pin: str | None) -> None:
+    """UsageError for a link URL, card name or PIN that cannot work, before anything is opened.
+
+    Checked up front because the terminal would only trip over them mid-run (at the first connect, the
+    card read, the PIN block), where they surface as an internal error or a link failure instead of
+    the usage error they are.
+    """
+    from acquirer.testcards import card_by_name
+
+    from ..links import check_link_url
+    from ..links.serial import PASSTHROUGH_SCHEMES, serial_settings
+
+    try:
+        url = check_link_url(connect)
+        if url.scheme in ("serial", *PASSTHROUGH_SCHEMES):
+            serial_settings(url)  # baud, parity, unknown parameters: the opener would reject them later
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None  # it names the URL, from --connect or the config
+    if card is not None:
+        try:
+            card_by_name(card)
+        except KeyError as exc:
+            raise UsageError(f"--card: {exc.args[0]}") from None
+    if pin is not None and not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 12):
+        raise UsageError(f"--pin {pin!r}: a PIN must be 4 to 12 digits")  # ISO 9564 format 0's bounds
+
+
 async def _run(config: Any, ops: list[Op], args: argparse.Namespace) -> int:
     from ..core import Terminal
     from ..journal import JournalError
     from ..trace import FrameTracer
 
-    tracer = FrameTracer.open(args.trace, dialect=config.dialect) if args.trace else None
+    try:
+        tracer = FrameTracer.open(args.trace, dialect=config.dialect) if args.trace else None
+    except OSError as exc:
+        print(f"possim terminal: --trace {args.trace}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         terminal = Terminal(config, trace=tracer)
     except JournalError as exc:
+        # Raised while opening: the file named by --journal cannot serve as a journal (no such folder, not
+        # writable, not a possim journal). The caller must name another: a usage error, not a failed operation.
+        if tracer is not None:
+            tracer.close()
         print(f"possim terminal: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE
     crash_at = os.environ.get("POSSIM_CRASH_AT")
     if crash_at:
         terminal.crash_hook = _crash_at(crash_at)

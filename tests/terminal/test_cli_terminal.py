@@ -68,6 +68,45 @@ def test_an_amount_beyond_field_4_says_the_12_digit_limit(capsys, tmp_path):
     assert code == 2 and "amount '0.00' must be more than zero" in err
 
 
+# 3. usage errors are usage errors (2), not "internal error" (3) ---------------------------------------
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--card", "nosuchcard"), "unknown test card 'nosuchcard'; known cards: approved"),
+    (("--pin", "abc"), "--pin 'abc': a PIN must be 4 to 12 digits"),
+    (("--trace", "/nonexistent/t.txt"), "--trace /nonexistent/t.txt: cannot write"),
+])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_bad_flag_is_a_usage_error(capsys, tmp_path, host_url, argv, message, as_json):
+    flags = (*argv, "--json") if as_json else argv
+    code, out, err = run(capsys, tmp_path / "t.sqlite", *flags, "sign-in", "sale", "1.00", url=host_url)
+    assert code == 2 and message in err
+    assert "internal error" not in err and out == ""  # refused before the terminal did anything
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("bogus", "has no scheme"),
+    ("tcp://127.0.0.1:notaport", "has an invalid port"),
+    ("tcp://127.0.0.1:99999", "has an invalid port"),
+    ("tcp://127.0.0.1", "tcp links need host and port"),
+    ("ftp://x", "unsupported link scheme 'ftp'"),
+    ("serial:///dev/x?baud=abc", "baud='abc' is not a number"),
+    ("serial:///dev/x?parity=Q", "parity='Q'"),
+    ("serial:///dev/x?colour=red", "unknown serial parameter(s) colour"),
+])
+def test_a_bad_link_url_is_a_usage_error(capsys, tmp_path, url, message):
+    code, out, err = run(capsys, tmp_path / "t.sqlite", "--json", "sign-in", url=url)
+    assert code == 2 and message in err and "internal error" not in err and out == ""
+
+
+# 5. a journal that cannot be opened is a usage error --------------------------------------------------
+
+def test_a_journal_in_a_missing_or_unusable_folder_is_a_usage_error(capsys, tmp_path):
+    code, _, err = run(capsys, tmp_path / "nosuch" / "t.sqlite", "status")
+    assert code == 2 and "cannot be created: No such file or directory" in err
+    code, _, err = run(capsys, tmp_path, "status")  # a folder, not a file
+    assert code == 2 and f"journal {tmp_path} is not usable" in err
+
+
 # 6. messages ------------------------------------------------------------------------------------------
 
 def test_a_missing_argument_names_the_whole_operation(capsys, tmp_path):
