@@ -98,6 +98,48 @@ def test_a_bad_link_url_is_a_usage_error(capsys, tmp_path, url, message):
     assert code == 2 and message in err and "internal error" not in err and out == ""
 
 
+@pytest.mark.parametrize(("hardware", "message"), [
+    ("{ nosuch = 1 }", "unknown hardware settings ['nosuch']"),
+    ('{ battery_level = "x" }', "terminal.hardware.battery_level: expected a number, got 'x'"),
+])
+def test_a_bad_hardware_table_is_a_usage_error(capsys, tmp_path, hardware, message):
+    config = tmp_path / "t.toml"
+    config.write_text(f"[terminal]\nhardware = {hardware}\n")
+    code, _, err = run(capsys, tmp_path / "t.sqlite", "--config", str(config), "status")
+    assert code == 2 and f"config {config}: " in err and message in err and "internal error" not in err
+
+
+
+# 4. config files: the file, the key and the expected type, never Python's own words ------------------------
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[terminal]\nhardware = 5\n", "terminal.hardware: expected a table, got 5"),
+    ("[terminal]\ntid = 5\n", "terminal.tid: expected a string of 8 characters, got 5"),
+    ('[terminal]\nreply_timeout = "abc"\n', "terminal.reply_timeout: expected a number, got 'abc'"),
+    ("[terminal]\nsign_off_after_settlement = 1\n", "terminal.sign_off_after_settlement: expected true or false"),
+    ("[terminal]\nbatch_capacity = 2.5\n", "terminal.batch_capacity: expected a whole number, got 2.5"),
+    ("terminal = 5\n", "[terminal] must be a table, got 5"),
+    ("[nope]\nx = 1\n", "unknown table [nope]; the file holds one [terminal] table"),
+    ('[terminal]\ntid = "10000001"\n[nope]\n', "unknown top-level table [nope]"),
+    ("[terminal.nope]\n", "unknown table [terminal.nope]"),
+    ('[terminal]\ntid = "123"\n', "terminal.tid: expected 8 characters, got '123'"),
+])
+def test_a_config_value_of_the_wrong_type_names_file_key_and_type(capsys, tmp_path, text, message):
+    config = tmp_path / "t.toml"
+    config.write_text(text)
+    code, out, err = run(capsys, tmp_path / "t.sqlite", "--config", str(config), "status")
+    assert code == 2 and out == ""
+    assert err.startswith(f"possim terminal: config {config}: {message}")
+    assert "Traceback" not in err and "not supported between" not in err and "has no len" not in err
+
+
+def test_a_config_with_good_types_still_loads(capsys, tmp_path):
+    config = tmp_path / "t.toml"
+    config.write_text('[terminal]\nreply_timeout = 5\nhardware = { battery_level = 80, plugged_in = true }\n')
+    code, out, _ = run(capsys, tmp_path / "t.sqlite", "--config", str(config), "status")
+    assert code == 0 and "status: OK" in out
+
+
 # 5. a journal that cannot be opened is a usage error --------------------------------------------------
 
 def test_a_journal_in_a_missing_or_unusable_folder_is_a_usage_error(capsys, tmp_path):
