@@ -77,7 +77,7 @@ class HostChannel:
     """One terminal's connection to its host, opened lazily and reopened after a failure."""
 
     __slots__ = ("_connect", "_link", "_trace", "clock", "connect_timeout", "dialect", "faults", "firmware",
-                 "last_rtt", "link_down", "observer", "tpdu", "url")
+                 "last_rtt", "link_down", "link_failures", "observer", "tpdu", "url")
 
     def __init__(self, url: str, *, dialect: Dialect, tpdu: str, firmware: str, clock: Callable[[], float],
                  connect_timeout: float = 10.0, connector: Connector | None = None,
@@ -94,6 +94,9 @@ class HostChannel:
         self.last_rtt: float | None = None
         self.faults: FaultSet | None = None  # message-level faults applied to every link this channel opens
         self.link_down = False  # a fault switch: the network is down (FM-04)
+        # Times the link could not be opened or broke in use. A caller compares it before and after an
+        # operation to tell "the host was unreachable" from "the terminal refused" (both leave rc None).
+        self.link_failures = 0
         self.observer: ExchangeObserver | None = None
 
     @property
@@ -103,6 +106,7 @@ class HostChannel:
     async def _ensure_link(self) -> FrameLink:
         if self.link_down:
             await self.close()
+            self.link_failures += 1
             raise Offline(f"network down: {self.url} unreachable")
         if self._link is not None and not self._link.closed:
             return self._link
@@ -112,6 +116,7 @@ class HostChannel:
             else:
                 link = await asyncio.wait_for(open_link(self.url), self.connect_timeout)
         except (LinkUnavailable, OSError, TimeoutError) as exc:
+            self.link_failures += 1
             raise Offline(f"host unreachable at {self.url}: {exc or type(exc).__name__}") from None
         if self._trace is not None:
             link.trace = self._trace
@@ -161,6 +166,7 @@ class HostChannel:
             await link.send(frame)
         except (LinkClosed, OSError) as exc:
             await self.close()
+            self.link_failures += 1
             raise Offline(f"link lost while sending: {exc or type(exc).__name__}") from None
         if on_sent is not None:
             on_sent()
@@ -176,6 +182,7 @@ class HostChannel:
                 raise NoReply(f"no reply to {request.mti} STAN {request.stan} within {timeout:g}s") from None
             except (LinkClosed, OSError) as exc:
                 await self.close()
+                self.link_failures += 1
                 raise NoReply(f"link lost awaiting the reply: {exc or type(exc).__name__}") from None
             except ProtocolError as exc:
                 await self.close()

@@ -97,24 +97,116 @@ def _is_hex(value: str, length: int) -> bool:
         return False
 
 
+#: The defaults, to tell what type each setting takes.
+_DEFAULTS = TerminalConfig()
+#: What a setting whose default has this type takes: (accepted types, how an error describes them).
+#: bool before int (a bool is an int) and float takes an int too: TOML's `reply_timeout = 5` means 5.0.
+_KINDS: tuple[tuple[type, tuple[type, ...], str], ...] = (
+    (bool, (bool,), "true or false"),
+    (int, (int,), "a whole number"),
+    (float, (int, float), "a number"),
+    (str, (str,), "a string"),
+    (dict, (dict,), "a table"),
+)
+#: Sharper descriptions for the identity settings, whose type error is the first a new user meets.
+_EXPECTED = {
+    "tid": "a string of 8 characters",
+    "mid": "a string of 15 characters",
+    "tmk": "a string of 32 hex characters",
+    "tpdu": "a string of 10 hex characters",
+    "firmware": 'a version string like "3.0.8"',
+    "key_mode": 'a string: "001", "003" or "004"',
+}
+
+
+def _type_problem(key: str, value: Any, default: Any) -> str | None:
+    """'expected a number, got 'abc'' when `value` is not of the kind `default` is; None when it is.
+
+    A TOML file can hold any type anywhere; checked here, a wrong one is named with its key instead of
+    surfacing as "'>' not supported between instances of 'str' and 'int'" from deep in the terminal.
+    """
+    for default_type, accepted, description in _KINDS:
+        if isinstance(default, default_type):
+            if isinstance(value, accepted) and (default_type is bool or not isinstance(value, bool)):
+                return None
+            return f"expected {_EXPECTED.get(key, description)}, got {value!r}"
+    return None
+
+
+def _check_tables(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """The `[terminal]` settings of a parsed file, or ConfigError naming an unknown table or key.
+
+    A file is either one `[terminal]` table or the same keys at the top level; anything else is a
+    mistake (a misspelt `[termnal]`), reported as the table it is rather than as a key of [terminal].
+    """
+    if "terminal" in raw:
+        data = raw["terminal"]
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: [terminal] must be a table, got {data!r}")
+        others = sorted(set(raw) - {"terminal"})
+        if others:
+            raise ConfigError(f"{source}: unknown top-level {'table' if len(others) == 1 else 'tables'} "
+                              f"{', '.join(f'[{k}]' for k in others)}; the file holds one [terminal] table")
+    else:
+        data = raw
+    known = {f.name for f in fields(TerminalConfig)}
+    unknown = sorted(set(data) - known)
+    tables = [k for k in unknown if isinstance(data[k], dict)]
+    if tables:
+        prefix = "terminal." if "terminal" in raw else ""
+        raise ConfigError(f"{source}: unknown {'table' if len(tables) == 1 else 'tables'} "
+                          f"{', '.join(f'[{prefix}{k}]' for k in tables)}; the file holds one [terminal] table")
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys in [terminal]: {', '.join(unknown)}")
+    for key, value in data.items():
+        problem = _type_problem(key, value, getattr(_DEFAULTS, key))
+        if problem:
+            raise ConfigError(f"{source}: terminal.{key}: {problem}")
+    if "hardware" in data:
+        _check_hardware(data["hardware"], source)
+    return dict(data)
+
+
+def _check_hardware(table: dict[str, Any], source: str) -> None:
+    """ConfigError for an unknown `[terminal.hardware]` key or a value of the wrong type.
+
+    Without this the terminal would take the table as it is and fail when it builds its hardware, or
+    later still, when the battery first does arithmetic on `battery_level = "x"`.
+    """
+    from .hardware import DEFAULT_PROFILE, HardwareProfile
+
+    try:
+        HardwareProfile.from_dict(table)  # unknown keys, naming the known ones
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: terminal.hardware: {exc}") from None
+    for key, value in table.items():
+        problem = _type_problem(key, value, getattr(DEFAULT_PROFILE, key))
+        if problem:
+            raise ConfigError(f"{source}: terminal.hardware.{key}: {problem}")
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> TerminalConfig:
-    """Read `[terminal]` (and `[terminal.hardware]`) from a TOML file, then apply overrides."""
+    """Read `[terminal]` (and `[terminal.hardware]`) from a TOML file, then apply overrides.
+
+    Errors from the file start "config PATH:", so they are not mistaken for errors in the flags.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        source = f"config {path}"
         try:
             raw = tomllib.loads(path.read_text("utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{source}: not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        data = dict(raw.get("terminal", raw))
-    known = {f.name for f in fields(TerminalConfig)}
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"{path}: unknown keys in [terminal]: {', '.join(sorted(unknown))}")
-    try:
-        config = TerminalConfig(**data)
-    except TypeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        data = _check_tables(raw, source)
+        try:
+            config = TerminalConfig(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    else:
+        config = TerminalConfig()
     return config.with_overrides(**overrides)

@@ -692,8 +692,9 @@ class Terminal:
             return self._result(op, False, stan=stan, message=f"no approved sale with STAN {stan}")
         if not 0 < amount_fen <= original.amount_fen - original.refunded_fen:
             self.show("REFUND", "AMOUNT TOO LARGE")
+            refundable = original.amount_fen - original.refunded_fen
             return self._result(op, False, stan=stan, amount=amount_fen,
-                                message=f"refund exceeds the refundable {original.amount_fen - original.refunded_fen}")
+                                message=f"refund exceeds the refundable {_amount(refundable)}")
         return await self._referenced(op, original, amount_fen)
 
     async def _referenced(self, op: str, original: Any, amount_fen: int) -> OpResult:
@@ -1140,6 +1141,11 @@ def _resolve_card(card: Card | str | None) -> Card:
     if isinstance(card, str):
         return named_card(card)
     return card
+
+
+def _amount(fen: int) -> str:
+    """Fen as the yuan a merchant keys in (3000 -> '30.00'): messages must not make them divide by 100."""
+    return f"{fen // 100}.{fen % 100:02d}"
 
 
 def _yuan(fen: int | None) -> str:

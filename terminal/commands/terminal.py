@@ -13,11 +13,12 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from ..cli import EXIT_FAILED, EXIT_INTERNAL, EXIT_LINK, EXIT_OK, EXIT_USAGE
@@ -39,19 +40,34 @@ class Op:
     args: tuple[Any, ...] = ()
 
 
+#: Field 4 (amount, transaction) is n12 in fen: at most 12 digits, so 9999999999.99 yuan.
+MAX_AMOUNT_FEN = 10**12 - 1
+#: A plain ASCII decimal with at most two decimals. Decimal() alone also takes NaN, inf, 1e3, +1.00 and
+#: full-width digits; none of those is what a merchant keys in, and NaN/inf cannot even be compared.
+_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")
+
+
 def parse_amount(text: str) -> int:
-    """'12.34' -> 1234 fen. Two decimals at most, positive, below 10^10 yuan."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise UsageError(f"amount {text!r} is not a number like 12.34") from None
-    if value <= 0 or value != value.quantize(Decimal("0.01")) or value >= Decimal(10) ** 10:
-        raise UsageError(f"amount {text!r} must be positive with at most two decimals")
-    return int(value * 100)
+    """'12.34' -> 1234 fen. UsageError, naming the amount and the form expected, for anything else."""
+    if not _AMOUNT.fullmatch(text):
+        raise UsageError(f"amount {text!r} is not a plain decimal like 12.34 "
+                         "(ASCII digits, at most two decimals, no sign or exponent)")
+    fen = int(Decimal(text) * 100)
+    if fen <= 0:
+        raise UsageError(f"amount {text!r} must be more than zero")
+    if fen > MAX_AMOUNT_FEN:
+        raise UsageError(f"amount {text!r} is too large: field 4 holds 12 digits of fen, "
+                         f"so at most {MAX_AMOUNT_FEN // 100}.{MAX_AMOUNT_FEN % 100:02d}")
+    return fen
+
+
+def _looks_like_stan(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _stan(text: str) -> str:
-    if not text.isdigit() or len(text) > 6:
+    """A STAN (field 11, n6) as typed, zero-filled to 6 digits; leading zeros may be left out."""
+    if not _looks_like_stan(text) or len(text) > 6:
         raise UsageError(f"STAN {text!r} must be up to 6 digits")
     return text.zfill(6)
 
@@ -62,13 +78,15 @@ def parse_ops(tokens: Sequence[str]) -> list[Op]:
     i = 0
 
     def take(what: str) -> str:
+        # The error names the whole operation so far ("refund 000002 needs an AMOUNT"), not just the last word.
         nonlocal i
         if i >= len(tokens):
-            raise UsageError(f"{tokens[i - 1]} needs {what}")
+            raise UsageError(f"{' '.join(tokens[start:i])} needs {what}")
         i += 1
         return tokens[i - 1]
 
     while i < len(tokens):
+        start = i
         word = tokens[i].lower()
         i += 1
         if word in ("sign-in", "signin"):
@@ -81,7 +99,7 @@ def parse_ops(tokens: Sequence[str]) -> list[Op]:
             stan = _stan(take("a STAN and an AMOUNT"))
             ops.append(Op("refund", (stan, parse_amount(take("an AMOUNT")))))
         elif word == "reprint":
-            if i < len(tokens) and tokens[i].isdigit():
+            if i < len(tokens) and _looks_like_stan(tokens[i]):
                 ops.append(Op("reprint", (_stan(take("a STAN")),)))
             else:
                 ops.append(Op("reprint", (None,)))
@@ -95,6 +113,10 @@ def parse_ops(tokens: Sequence[str]) -> list[Op]:
             ops.append(Op("parameter_download"))
         elif word == "status-upload":
             ops.append(Op("status_upload"))
+        elif start > 0 and tokens[start - 1].lower() == "reprint":
+            # `reprint 12ab` is most likely a mistyped STAN, not a mistyped operation.
+            raise UsageError(f"reprint takes an optional 6-digit STAN, got {tokens[start]!r} "
+                             f"(nor is that an operation: {OPS_HELP})")
         else:
             raise UsageError(f"unknown operation {tokens[i - 1]!r}; operations: {OPS_HELP}")
     if not ops:
@@ -136,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, connect=args.connect, journal=args.journal, tid=args.tid, mid=args.mid,
                              tmk=args.tmk, tpdu=args.tpdu, firmware=args.firmware, reply_timeout=args.reply_timeout,
                              batch_capacity=args.batch_capacity)
+        check_inputs(config.connect, card=args.card, pin=args.pin)
     except (UsageError, ConfigError) as exc:
         print(f"possim terminal: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -149,22 +172,56 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERNAL
 
 
+def check_inputs(connect: str, *, card: str | None, pin: str | None) -> None:
+    """UsageError for a link URL, card name or PIN that cannot work, before anything is opened.
+
+    Checked up front because the terminal would only trip over them mid-run (at the first connect, the
+    card read, the PIN block), where they surface as an internal error or a link failure instead of
+    the usage error they are.
+    """
+    from acquirer.testcards import card_by_name
+
+    from ..links import check_link_url
+    from ..links.serial import PASSTHROUGH_SCHEMES, serial_settings
+
+    try:
+        url = check_link_url(connect)
+        if url.scheme in ("serial", *PASSTHROUGH_SCHEMES):
+            serial_settings(url)  # baud, parity, unknown parameters: the opener would reject them later
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None  # it names the URL, from --connect or the config
+    if card is not None:
+        try:
+            card_by_name(card)
+        except KeyError as exc:
+            raise UsageError(f"--card: {exc.args[0]}") from None
+    if pin is not None and not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 12):
+        raise UsageError(f"--pin {pin!r}: a PIN must be 4 to 12 digits")  # ISO 9564 format 0's bounds
+
+
 async def _run(config: Any, ops: list[Op], args: argparse.Namespace) -> int:
     from ..core import Terminal
     from ..journal import JournalError
     from ..trace import FrameTracer
 
-    tracer = FrameTracer.open(args.trace, dialect=config.dialect) if args.trace else None
+    try:
+        tracer = FrameTracer.open(args.trace, dialect=config.dialect) if args.trace else None
+    except OSError as exc:
+        print(f"possim terminal: --trace {args.trace}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         terminal = Terminal(config, trace=tracer)
     except JournalError as exc:
+        # Raised while opening: the file named by --journal cannot serve as a journal (no such folder, not
+        # writable, not a possim journal). The caller must name another: a usage error, not a failed operation.
+        if tracer is not None:
+            tracer.close()
         print(f"possim terminal: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE
     crash_at = os.environ.get("POSSIM_CRASH_AT")
     if crash_at:
         terminal.crash_hook = _crash_at(crash_at)
     exit_code = EXIT_OK
-    ever_reached = False
     try:
         boot = await terminal.power_on()
         if not boot.ok:
@@ -173,20 +230,27 @@ async def _run(config: Any, ops: list[Op], args: argparse.Namespace) -> int:
         for result in await terminal.resume():
             _emit(result, args.json)
         for op in ops:
+            failures_before = terminal.channel.link_failures
             result = await _dispatch(terminal, op, args)
             _emit(result, args.json)
-            if result.rc is not None or terminal.channel.connected:
-                ever_reached = True
             if not result.ok:
-                exit_code = EXIT_FAILED
+                exit_code = max(exit_code, _failure_code(result, terminal.channel.link_failures > failures_before))
     finally:
         await terminal.shut_down()
         terminal.journal.close()
         if tracer is not None:
             tracer.close()
-    if exit_code == EXIT_FAILED and not ever_reached and _needs_host(ops):
-        return EXIT_LINK
     return exit_code
+
+
+def _failure_code(result: OpResult, link_failed: bool) -> int:
+    """EXIT_LINK only when this operation failed because the link could not be opened or broke, with no
+    answer from the host; a refusal the terminal makes itself (not signed in, no such STAN) is EXIT_FAILED.
+
+    Judged per operation, so the code never depends on what else is in the run; with several failures
+    the link's (4) wins over a plain failure (1).
+    """
+    return EXIT_LINK if link_failed and result.rc is None else EXIT_FAILED
 
 
 def _crash_at(point: str) -> Any:
@@ -198,10 +262,6 @@ def _crash_at(point: str) -> Any:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return hook
-
-
-def _needs_host(ops: list[Op]) -> bool:
-    return any(op.name not in ("status", "reprint") for op in ops)
 
 
 async def _dispatch(terminal: Any, op: Op, args: argparse.Namespace) -> OpResult:
