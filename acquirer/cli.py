@@ -185,12 +185,12 @@ def _txn_ref(text: str) -> dict[str, str]:
 
 
 def run_admin(args: argparse.Namespace) -> int:
-    from .admin import Admin
+    from .admin import Admin, LedgerFileError
 
     try:
         config = HostConfig.load(args.admin_config) if args.admin_config else None
         admin = Admin.open(args.admin_db, config)
-    except HostConfigError as exc:
+    except (HostConfigError, LedgerFileError) as exc:
         print(f"possim host admin: {exc}", file=sys.stderr)
         return 2
     a = args.args

@@ -55,3 +55,21 @@ def test_host_min_firmware_must_be_a_version(tmp_path: Path, version: str) -> No
                             capture_output=True, text=True, timeout=30, env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"--min-firmware: firmware version {version!r} must look like 3.0.8" in result.stderr
+
+
+@pytest.mark.parametrize("action", [["funds", "898100012340001"], ["ledger"]])
+def test_admin_refuses_a_ledger_that_does_not_exist_and_creates_none(capsys, tmp_path: Path,
+                                                                      action: list[str]) -> None:
+    db = tmp_path / "typo.sqlite"
+    code, err = host(capsys, "admin", "--db", str(db), *action)
+    assert code == 2 and f"no ledger at {db}: no such file" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_admin_refuses_a_file_that_is_not_a_ledger(capsys, tmp_path: Path) -> None:
+    db = tmp_path / "notes.sqlite"
+    db.write_text("not a database, at least 100 bytes long " * 4)
+    code, err = host(capsys, "admin", "--db", str(db), "ledger")
+    assert code == 2 and f"cannot open ledger {db}: file is not a database" in err
+    code, err = host(capsys, "admin", "--db", str(tmp_path), "ledger")
+    assert code == 2 and f"cannot open ledger {tmp_path}: it is a directory" in err
