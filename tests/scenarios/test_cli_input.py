@@ -64,7 +64,7 @@ SIGN_IN = '[[steps]]\nop = "sign-in"\nexpect = { ok = true }\n'
      "step 2 (check): expectation 'funds_status' needs stan"),
     ('[[steps]]\nop = "check"\nexpect = { colour = "red" }\n', "step 2 (check): unknown expectation 'colour'"),
     ('[[steps]]\nop = "wait"\nseconds = "soon"\n', "step 2 (wait): seconds 'soon' must be a number"),
-])
+], ids=lambda v: None if v.startswith("[[") else v.split("): ", 1)[-1][:40])
 def test_bad_scenario_file_is_refused_before_running(capsys, tmp_path: Path, steps: str, problem: str) -> None:
     path = tmp_path / "shop.toml"
     path.write_text('name = "SHOP-01"\n' + SIGN_IN + steps)
