@@ -20,19 +20,37 @@ from . import funds
 from .config import HostConfig, MaintenanceWindow, Merchant, parse_daily
 
 
+class LedgerFileError(ValueError):
+    """A ledger file the admin cannot work on (missing, a directory, not SQLite); the message names the path."""
+
+
 class Admin:
     def __init__(self, server: Any) -> None:
         self._server = server
 
     @classmethod
     def open(cls, db_path: str, config: HostConfig | None = None, *, clock: Any = None) -> Admin:
-        """An admin on a ledger file, without a running host (what `possim host admin` uses)."""
+        """An admin on a ledger file, without a running host (what `possim host admin` uses).
+
+        The file must exist: the admin reads and changes what a host wrote, and opening a mistyped path
+        would otherwise create an empty ledger and report "nothing there" as if that were true.
+        LedgerFileError when the file is missing or is not a SQLite database.
+        """
         import time
+        from pathlib import Path
 
         from .ledger import Ledger
 
+        if not Path(db_path).exists():
+            raise LedgerFileError(f"no ledger at {db_path}: no such file (the admin reads the ledger a host "
+                                  f"wrote; start the host with --db {db_path} to create it)")
+        if Path(db_path).is_dir():
+            raise LedgerFileError(f"cannot open ledger {db_path}: it is a directory")
         config = config or HostConfig()
-        ledger = Ledger(db_path, clock=clock or time.time)
+        try:
+            ledger = Ledger(db_path, clock=clock or time.time)
+        except sqlite3.Error as exc:
+            raise LedgerFileError(f"cannot open ledger {db_path}: {exc}") from None
         for mid, row in ledger.merchants().items():
             config.merchants.setdefault(mid, Merchant(mid, row["name"], row["settlement_type"]))
         apply_policies(config, ledger.policies())

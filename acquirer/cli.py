@@ -11,9 +11,12 @@ import asyncio
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from .config import HostConfig, HostConfigError
@@ -64,6 +67,12 @@ def _build_config(args: argparse.Namespace) -> HostConfig:
     if args.terminals_csv:
         config.add_terminals_csv(args.terminals_csv)
     if args.min_firmware:
+        from firmware_sim.profiles import parse_version
+
+        try:
+            parse_version(args.min_firmware)  # the host compares versions numerically: "banana" would admit all
+        except ValueError as exc:
+            raise HostConfigError(f"--min-firmware: {exc}") from None
         config.min_firmware = args.min_firmware
     if getattr(args, "durability", None):
         config.durability = args.durability
@@ -83,56 +92,88 @@ def _message_log(target: str) -> logging.Handler:
     return handler
 
 
+def _ledger_problem(path: str, exc: Exception) -> str:
+    """Why the ledger at `path` cannot be opened, in words: SQLite only says "unable to open database file",
+    which does not tell a missing directory from a directory given as the file."""
+    target = Path(path)
+    if target.is_dir():
+        return "it is a directory"
+    if not target.parent.is_dir():
+        return f"directory {target.parent} does not exist"
+    return str(exc)
+
+
 def run_host(args: argparse.Namespace) -> int:
+    """Check every input (links, config, firmware, ledger, trace and log files) before serving, so a typo is
+    a usage error (2) naming what was wrong, and 4 is kept for a link that is valid but cannot be opened."""
+    from terminal.links import check_link_url
+
     if not args.listen:
         print("possim host: give at least one --listen URL (e.g. tcp://127.0.0.1:5800)", file=sys.stderr)
+        return 2
+    try:
+        for url in args.listen:
+            check_link_url(url)
+    except ValueError as exc:
+        print(f"possim host: --listen: {exc}", file=sys.stderr)
         return 2
     try:
         config = _build_config(args)
     except HostConfigError as exc:
         print(f"possim host: {exc}", file=sys.stderr)
         return 2
-    handler = None
-    if getattr(args, "log", None):
-        try:
-            handler = _message_log(args.log)
-        except OSError as exc:
-            print(f"possim host: cannot open --log {args.log}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+    handler = tracer = None
     try:
-        return asyncio.run(_serve(config, args))
+        if getattr(args, "log", None):
+            try:
+                handler = _message_log(args.log)
+            except OSError as exc:
+                print(f"possim host: cannot open --log {args.log}: {exc.strerror or exc}", file=sys.stderr)
+                return 2
+        if args.trace:
+            from terminal.trace import FrameTracer
+
+            try:
+                tracer = FrameTracer.open(args.trace)
+            except OSError as exc:
+                print(f"possim host: cannot open --trace {args.trace}: {exc.strerror or exc}", file=sys.stderr)
+                return 2
+        return asyncio.run(_serve(config, args, tracer))
     finally:
+        if tracer is not None:
+            tracer.close()
         if handler is not None:
             logging.getLogger("possim.host").removeHandler(handler)
             handler.close()
 
 
-async def _serve(config: HostConfig, args: argparse.Namespace) -> int:
+async def _serve(config: HostConfig, args: argparse.Namespace, tracer: Callable[[str, bytes], None] | None) -> int:
     from terminal.links import LinkUnavailable
 
     from .host import HostServer
 
+    try:
+        server = HostServer(config, args.db)
+    except sqlite3.Error as exc:
+        print(f"possim host: cannot open ledger {args.db}: {_ledger_problem(args.db, exc)}", file=sys.stderr)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with HostServer(config, args.db) as server:
-        tracer = None
-        if args.trace:
-            from terminal.trace import FrameTracer
-
-            tracer = FrameTracer.open(args.trace)
-            server.trace = tracer
+    async with server:
+        server.trace = tracer
         for url in args.listen:
             try:
                 bound = await server.listen(url)
-            except (LinkUnavailable, ValueError) as exc:
+            except LinkUnavailable as exc:
                 print(f"possim host: {exc}", file=sys.stderr)
                 return 4
+            except ValueError as exc:  # a URL check_link_url accepts but the host cannot serve on (loop://)
+                print(f"possim host: --listen: {exc}", file=sys.stderr)
+                return 2
             print(bound, flush=True)
         await stop.wait()
-        if tracer is not None:
-            tracer.close()
     return 0
 
 
@@ -144,12 +185,12 @@ def _txn_ref(text: str) -> dict[str, str]:
 
 
 def run_admin(args: argparse.Namespace) -> int:
-    from .admin import Admin
+    from .admin import Admin, LedgerFileError
 
     try:
         config = HostConfig.load(args.admin_config) if args.admin_config else None
         admin = Admin.open(args.admin_db, config)
-    except HostConfigError as exc:
+    except (HostConfigError, LedgerFileError) as exc:
         print(f"possim host admin: {exc}", file=sys.stderr)
         return 2
     a = args.args

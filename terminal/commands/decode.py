@@ -50,7 +50,11 @@ PROCESSING = {0: "none", 1: "download parameters", 3: "sign in again", 6: "downl
 
 
 class InputError(Exception):
-    """The input is not hex text, not readable, or not a frame (exit 1)."""
+    """The input is not hex text or not a frame (exit 1)."""
+
+
+class InputFileError(InputError):
+    """--file names a file that cannot be read: a usage error (exit 2), like a --spec file that cannot."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +101,7 @@ def read_input(args: argparse.Namespace, dialect: Dialect) -> list[bytes]:
     try:
         data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     except OSError as exc:
-        raise InputError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+        raise InputFileError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     if not data.strip():
         raise InputError(f"{args.file} is empty")
     if looks_like_hex(data):
@@ -437,7 +441,7 @@ def run(args: argparse.Namespace) -> int:
         decoded = decode_input(read_input(args, dialect), dialect)
     except InputError as err:
         print(f"possim decode: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE if isinstance(err, InputFileError) else EXIT_FAILED
     if args.json:
         print(json.dumps(as_json(decoded, unmask=args.unmask), ensure_ascii=False))
     else:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -68,13 +69,45 @@ def run_run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"possim scenario run: unknown scenarios {unknown}; see possim scenario list", file=sys.stderr)
         return EXIT_USAGE
-    results = asyncio.run(_run_all(names, args))
     if args.junit:
-        write_junit(results, args.junit)
+        problem = junit_problem(args.junit)
+        if problem:
+            print(f"possim scenario run: --junit {args.junit}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    results = asyncio.run(_run_all(names, args))
     failed = [r for r in results if not r.passed]
     if not args.json:
         print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if args.junit:
+        try:
+            write_junit(results, args.junit)
+        except OSError as exc:  # checked before the run, so only if the path changed since: the results are above
+            print(f"possim scenario run: cannot write --junit {args.junit}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILED
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def junit_problem(path: str) -> str | None:
+    """Why the JUnit report cannot be written to `path` (None when it can), found before any scenario runs:
+    a run can take minutes, and its report must not be lost to a typo in the path.
+
+    The check opens the file for appending, the way the report will be written, so permissions, a read-only
+    file system and the like all show; a file this check creates is removed again, an existing one is left as
+    it was (appending nothing changes nothing)."""
+    target = Path(path)
+    if target.is_dir():
+        return "is a directory"
+    if not target.parent.is_dir():
+        return f"directory {target.parent} does not exist"
+    existed = target.exists()
+    try:
+        with open(target, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    if not existed:
+        target.unlink()
+    return None
 
 
 async def _run_all(names: list[str], args: argparse.Namespace) -> list[Any]:

@@ -22,10 +22,13 @@ Like jPOS's client simulator (send this, expect that) but at the level of termin
 A step's `faults` table is a fault plan (see `terminal.faultplan`) armed just before the step; its
 `stan = "@big"` refers to the STAN of the step named `big`. Expectations: ok, rc, state,
 display_contains, receipt_contains, host_totals, pending_reversals, sign_offs, funds_status + stan.
+Amounts are yuan with at most two decimals, above zero; a file is checked whole when it is loaded (every
+amount, STAN reference, required key and expectation, and at least one check) before any step runs.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -39,11 +42,29 @@ OPS = ("sign-in", "sale", "void", "refund", "balance", "settle", "sign-off", "re
        "clean-reader", "link-up")
 
 
+#: Operations whose result a step can name and whose STAN later steps can use (`stan = "@name"`).
+RESULT_OPS = frozenset({"sign-in", "sale", "void", "refund", "balance", "settle", "sign-off", "reprint", "signature",
+                        "echo", "diagnostics", "reboot", "status-upload", "parameters"})
+#: Keys each operation cannot do without.
+REQUIRED = {"sale": ("amount",), "refund": ("stan", "amount"), "void": ("stan",), "signature": ("stan",)}
+EXPECTATIONS = ("ok", "rc", "state", "display_contains", "receipt_contains", "host_totals", "pending_reversals",
+                "sign_offs", "funds_status", "stan")
+_AMOUNT = re.compile(r"\d+(?:\.\d{1,2})?")
+_MAX_FEN = 999_999_999_999  # field 4 is 12 digits of fen
+
+
 class ScenarioFileError(ValueError):
     """A scenario file that cannot be run as written (names the step and key)."""
 
 
 def load_scenario_file(path: str | Path) -> Scenario:
+    """The scenario in a TOML file, checked through before anything runs.
+
+    Every problem a run would otherwise meet halfway (an amount that is not money, a STAN reference to a step
+    that saves none, a missing key, an expectation that does not exist) is a ScenarioFileError here, naming
+    the file, the step and the problem, so `possim scenario run --file` refuses it (rc 2) instead of running
+    half a scenario and failing with a Python error, or passing one that checks nothing.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text("utf-8"))
@@ -54,17 +75,16 @@ def load_scenario_file(path: str | Path) -> Scenario:
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
         raise ScenarioFileError(f"{path}: no [[steps]]")
+    name = str(data.get("name") or path.stem)
+    saved: set[str] = set()  # names of earlier steps whose result (and so STAN) is kept
+    checks = 0
     for number, step in enumerate(steps, start=1):
-        if step.get("op") not in OPS:
-            raise ScenarioFileError(f"{path}: step {number}: op must be one of {', '.join(OPS)}")
-        if "faults" in step:
-            try:
-                FaultPlan.from_mapping(step["faults"], source=f"{path} step {number}")
-            except FaultPlanError as exc:
-                raise ScenarioFileError(str(exc)) from None
+        checks += _check_step(path, number, step, saved)
+    if checks == 0:
+        raise ScenarioFileError(f"{path}: scenario {name} has no checks: give at least one step an expect table "
+                                f"(a scenario that checks nothing would always pass)")
     terminal_settings = dict(data.get("terminal", {}))
     plan = FaultPlan.from_mapping(data.get("faults", {}), source=str(path)) if "faults" in data else None
-    name = str(data.get("name") or path.stem)
 
     async def run(ctx: ScenarioContext) -> None:
         term = ctx.terminal(**terminal_settings)
@@ -78,14 +98,95 @@ def load_scenario_file(path: str | Path) -> Scenario:
     return Scenario(name, str(data.get("title", name)), run, source=str(path))
 
 
+def _check_step(path: Path, number: int, step: Any, saved: set[str]) -> int:
+    """Check one step against what `_run_step` will do with it; its number of checks. `saved` gains the step's
+    name when its result is kept, so only later steps (and its own expectations) can refer to it."""
+    if not isinstance(step, dict):
+        raise ScenarioFileError(f"{path}: step {number}: must be a table ([[steps]]), not {step!r}")
+    op = step.get("op")
+    if op not in OPS:
+        raise ScenarioFileError(f"{path}: step {number}: op must be one of {', '.join(OPS)}")
+    where = f"{path}: step {number} ({op})"
+    if "faults" in step:
+        try:
+            FaultPlan.from_mapping(step["faults"], source=f"{path} step {number}")
+        except FaultPlanError as exc:
+            raise ScenarioFileError(str(exc)) from None
+    for key in REQUIRED.get(op, ()):
+        if key not in step:
+            raise ScenarioFileError(f"{where}: {op} needs {key}")
+    try:
+        if "amount" in step:
+            parse_amount(step["amount"])
+        if "stan" in step:
+            _check_stan(step["stan"], saved)
+        if op == "wait":
+            seconds = step.get("seconds", 0)
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+                raise ValueError(f"seconds {seconds!r} must be a number of seconds, 0 or more")
+    except ValueError as exc:
+        raise ScenarioFileError(f"{where}: {exc}") from None
+    step_name = step.get("name")
+    if step_name is not None and not isinstance(step_name, str):
+        raise ScenarioFileError(f"{where}: name {step_name!r} must be text")
+    if step_name is not None and op in RESULT_OPS:
+        saved.add(step_name)  # before its expectations: `_run_step` names the result before checking it
+    expect = step.get("expect", {})
+    if not isinstance(expect, dict):
+        raise ScenarioFileError(f"{where}: expect must be a table, like expect = {{ ok = true }}")
+    for key in expect:
+        if key not in EXPECTATIONS:
+            raise ScenarioFileError(f"{where}: unknown expectation {key!r}; expectations: {', '.join(EXPECTATIONS)}")
+        if key in ("ok", "rc") and op not in RESULT_OPS:
+            raise ScenarioFileError(f"{where}: expectation {key!r} needs an operation with a result, not {op}")
+    if "funds_status" in expect:
+        if "stan" not in expect:
+            raise ScenarioFileError(f"{where}: expectation 'funds_status' needs stan (the sale to look up)")
+        try:
+            _check_stan(expect["stan"], saved)
+        except ValueError as exc:
+            raise ScenarioFileError(f"{where}: expect: {exc}") from None
+    return sum(key != "stan" for key in expect)
+
+
+def parse_amount(value: Any) -> int:
+    """An amount in yuan ("12.34", or a TOML number) in fen; ValueError unless it is a plain decimal with at most
+    two decimals, above zero and within field 4. Nothing is rounded: 12.345 is a typo, not 12.34."""
+    text = str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    if text is None or not _AMOUNT.fullmatch(text):
+        if text is not None and re.fullmatch(r"[+-]?\d*\.\d{3,}", text):
+            raise ValueError(f"amount {value!r} has more than two decimals")
+        if text is not None and text.startswith("-"):
+            raise ValueError(f"amount {value!r} is negative; amounts are above zero")
+        raise ValueError(f"amount {value!r} is not an amount in yuan like \"12.34\"")
+    fen = int(Decimal(text) * 100)  # exact: at most two decimals
+    if fen == 0:
+        raise ValueError(f"amount {value!r} is zero; amounts are above zero")
+    if fen > _MAX_FEN:
+        raise ValueError(f"amount {value!r} is more than 9999999999.99, the most field 4 carries")
+    return fen
+
+
+def _check_stan(value: Any, saved: set[str]) -> None:
+    """A STAN as written in a step: up to 6 digits, or `@name` of an earlier step whose result is kept."""
+    text = str(value)
+    if text.startswith("@"):
+        if text[1:] not in saved:
+            raise ValueError(f"stan {text!r} refers to no earlier step: name a step with a result "
+                             f"(name = {text[1:]!r}) before this one"
+                             + (f"; earlier names: {', '.join(sorted(saved))}" if saved else ""))
+    elif isinstance(value, bool) or not text.isdigit() or len(text) > 6:
+        raise ValueError(f"stan {value!r} must be up to 6 digits or @name of an earlier step")
+
+
 def _amount(text: Any) -> int:
-    return int(Decimal(str(text)) * 100)
+    return parse_amount(text)  # checked at load time: cannot fail here
 
 
 def _stan(value: Any, named: dict[str, Any]) -> str:
     text = str(value)
     if text.startswith("@"):
-        return named[text[1:]].stan
+        return named[text[1:]].stan  # checked at load time: an earlier step saved it
     return text.zfill(6)
 
 

@@ -319,8 +319,10 @@ def test_frame_without_a_message(capsys: pytest.CaptureFixture[str], frame: byte
 
 
 def test_unreadable_and_empty_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run(capsys, "--file", str(tmp_path / "absent.hex"))
-    assert code == 1 and "cannot read" in err
+    code, _, err = run(capsys, "--file", str(tmp_path / "absent.hex"))  # a usage error, like --spec's
+    assert code == 2 and f"cannot read {tmp_path / 'absent.hex'}: No such file or directory" in err
+    code, _, err = run(capsys, "--file", str(tmp_path))
+    assert code == 2 and f"cannot read {tmp_path}: Is a directory" in err
     (tmp_path / "empty.hex").write_text("\n")
     code, _, err = run(capsys, "--file", str(tmp_path / "empty.hex"))
     assert code == 1 and "empty" in err
