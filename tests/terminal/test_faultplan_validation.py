@@ -147,3 +147,11 @@ def test_proxy_refuses_a_bad_fault_file_at_once_with_rc_2(tmp_path, text):
     assert done.returncode == 2, done
     assert done.stderr.startswith(f"possim proxy: {path}: ") and "Traceback" not in done.stderr
 
+
+def test_a_scenario_files_top_level_plan_is_a_file_error_not_a_traceback(tmp_path):
+    from terminal.scenarios.files import ScenarioFileError, load_scenario_file
+
+    path = tmp_path / "case.toml"
+    path.write_text('name = "X"\n[faults]\n[[faults.mesage]]\naction = "drop"\n[[steps]]\nop = "sign-in"\n')
+    with pytest.raises(ScenarioFileError, match=r"case.toml \[faults\]: unknown table \[\[mesage\]\]"):
+        load_scenario_file(path)
