@@ -12,7 +12,9 @@ what the link does; the terminal and host react as they would to the real thing)
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +26,45 @@ from protocol.message import Message
 from .links.base import FrameLink
 
 ACTIONS = ("drop", "delay", "duplicate", "corrupt_mac", "corrupt_data", "override_rc", "garbage")
+_DIGITS = {"mti": 4, "processing_code": 6, "stan": 6}  # match fields: ISO 8583 numeric strings of this length
+
+
+def check_number(name: str, value: Any, *, low: float = 0, high: float | None = None, integer: bool = False,
+                 exclusive: bool = False, unit: str = "") -> None:
+    """Raise ValueError unless `value` is a finite number (an int when `integer`) within the range.
+
+    Why so strict: rules come from TOML and JSON written by hand. A string fails later with a TypeError
+    far from the file ("'<=' not supported ..."), a bool is an int to Python but never what was meant,
+    and NaN compares false with everything, so it slips through any range check and the fault silently
+    never (or always) fires. `exclusive` makes `low` itself invalid (a delay of 0 is no delay).
+    """
+    kind = "an integer" if integer else "a number"
+    bound = f"from {low:g} to {high:g}" if high is not None else f"{'>' if exclusive else '>='} {low:g}"
+    wanted = f"{kind} {bound}"
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+    if ok and isinstance(value, float):
+        ok = math.isfinite(value)
+    if ok:
+        ok = (value > low if exclusive else value >= low) and (high is None or value <= high)
+    if not ok:
+        raise ValueError(f"{name} must be {wanted}{unit}, got {value!r}")
+
+
+def check_text(name: str, value: Any, *, pattern: str | None = None, example: str = "") -> None:
+    """Raise ValueError unless `value` is a string (matching `pattern`): `mti = 210` in TOML is an integer
+    that would never equal the frame's "0210", a rule that silently never fires."""
+    if not isinstance(value, str) or (pattern is not None and not re.fullmatch(pattern, value)):
+        like = f" like {example!r}" if example else ""
+        raise ValueError(f"{name} must be a string{like}, got {value!r}")
 
 
 @dataclass
 class MessageFault:
-    """One rule. Unset match fields match anything; `count` limits how many times it fires."""
+    """One rule. Unset match fields match anything; `count` limits how many times it fires.
+
+    Every field is checked on construction (type, range, the parameter the action needs), so a bad rule
+    from a file or the control API is refused where it is written, not skipped or crashed on mid-run.
+    """
 
     action: str
     direction: str = "rx"  # tx: frames this end sends; rx: frames it receives
@@ -38,8 +74,8 @@ class MessageFault:
     nth: int | None = None  # fire only on the n-th matching frame (1-based)
     probability: float | None = None
     count: int | None = None
-    delay: float = 0.0  # seconds, for "delay"
-    rc: str = "96"  # for "override_rc"
+    delay: float | None = None  # seconds, for "delay" (required there: no default that means "no delay")
+    rc: str = "96"  # for "override_rc" (96: system malfunction, the usual host failure)
     seen: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
 
@@ -48,8 +84,23 @@ class MessageFault:
             raise ValueError(f"unknown fault action {self.action!r}; actions: {', '.join(ACTIONS)}")
         if self.direction not in ("tx", "rx"):
             raise ValueError(f"fault direction must be tx or rx, got {self.direction!r}")
-        if self.probability is not None and not 0 <= self.probability <= 1:
-            raise ValueError("fault probability must be between 0 and 1")
+        for name, length in _DIGITS.items():
+            value = getattr(self, name)
+            if value is not None:
+                check_text(name, value, pattern=rf"\d{{{length}}}", example="0210" if length == 4 else "000000")
+        if self.nth is not None:
+            check_number("nth", self.nth, low=1, integer=True)
+        if self.count is not None:  # 0 would be a rule that never fires, silently
+            check_number("count", self.count, low=1, integer=True)
+        if self.probability is not None:
+            check_number("probability", self.probability, high=1)
+        if self.action == "delay":
+            if self.delay is None:
+                raise ValueError("action 'delay' needs delay = seconds (a number > 0)")
+            check_number("delay", self.delay, exclusive=True, unit=" (seconds)")
+        elif self.delay is not None:
+            raise ValueError(f"delay applies to action 'delay' only, not {self.action!r}")
+        check_text("rc", self.rc, pattern="[0-9A-Za-z]{2}", example="96")
 
     def matches(self, direction: str, message: Message | None) -> bool:
         if direction != self.direction or (self.count is not None and self.fired >= self.count):
@@ -212,7 +263,7 @@ class FaultyLink(FrameLink):
             await self.inner.send(frame)
             return
         if rule.action == "delay":
-            await asyncio.sleep(rule.delay)
+            await asyncio.sleep(rule.delay or 0.0)
             await self.inner.send(frame)
             return
         for out in self._apply(rule, frame, message):
@@ -232,7 +283,7 @@ class FaultyLink(FrameLink):
             if rule is None:
                 return frame
             if rule.action == "delay":
-                await asyncio.sleep(rule.delay)
+                await asyncio.sleep(rule.delay or 0.0)
                 return frame
             self._queued.extend(self._apply(rule, frame, message))
 

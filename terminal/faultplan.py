@@ -17,30 +17,57 @@ Layers (DESIGN principle 6 - a fault changes what a device or a link does, never
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .chaos import MessageFault
+from .chaos import MessageFault, check_number, check_text
 
 TOXICS = ("latency", "timeout", "reset_peer", "down", "slicer", "limit_data", "bandwidth")
 HOST_ACTIONS = ("maintenance", "merchant_changed", "min_firmware", "hold_funds")
+TABLES = ("device", "message", "link", "host")  # each an array of tables: [[device]], [[message]] ...
+TOP_KEYS = ("seed", *TABLES)
 
 
 class FaultPlanError(ValueError):
-    """A fault plan entry that names an unknown point, action or option."""
+    """A fault plan that cannot be armed as written: names the file, the table/entry and the problem."""
 
 
 @dataclass
 class DeviceFault:
     point: str  # "printer.out_of_paper"
-    count: int | None = None
+    count: int | None = None  # 0 disarms the point (as FaultPoint.arm), which the control API uses
     probability: float | None = None
     always: bool = False
     param: int | None = None
+
+    def __post_init__(self) -> None:
+        """Check what `FaultPoint.arm` would, now: a plan is loaded long before it is armed (a proxy's or a
+        load run's start), and an error then would name neither the file nor the entry."""
+        from .hardware.faults import fault_point_names
+
+        check_text("point", self.point)
+        points = fault_point_names()
+        if self.point not in points:
+            close = difflib.get_close_matches(self.point, points, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise FaultPlanError(f"unknown device fault point {self.point!r}{hint}; points: {', '.join(points)}")
+        if self.count is not None:
+            check_number("count", self.count, integer=True)
+        if self.probability is not None:
+            check_number("probability", self.probability, high=1)
+        if not isinstance(self.always, bool):
+            raise FaultPlanError(f"always must be true or false, got {self.always!r}")
+        if self.param is not None:
+            check_number("param", self.param, integer=True)
+        if self.always and (self.count is not None or self.probability is not None):
+            raise FaultPlanError("always cannot be combined with count or probability")
+        if not self.always and self.count is None and self.probability is None:
+            raise FaultPlanError(f"{self.point} needs count = N, probability = p or always = true")
 
 
 @dataclass
@@ -58,6 +85,18 @@ class LinkToxic:
             raise FaultPlanError(f"unknown link toxic {self.toxic!r}; toxics: {', '.join(TOXICS)}")
         if self.direction not in ("upstream", "downstream", "both"):
             raise FaultPlanError(f"link toxic direction must be upstream, downstream or both, not {self.direction!r}")
+        for name in ("latency_ms", "jitter_ms", "rate_kbps"):  # a negative duration or rate means nothing
+            check_number(name, getattr(self, name))
+        check_number("bytes", self.bytes, integer=True)
+        if self.probability is not None:
+            check_number("probability", self.probability, high=1)
+        # the parameter each toxic acts on (see FaultyLink._toxic); its default 0 would make the toxic a no-op
+        if self.toxic == "latency" and not self.latency_ms > 0:
+            raise FaultPlanError("toxic 'latency' needs latency_ms > 0")
+        if self.toxic == "bandwidth" and not self.rate_kbps > 0:
+            raise FaultPlanError("toxic 'bandwidth' needs rate_kbps > 0")
+        if self.toxic in ("slicer", "limit_data") and not self.bytes > 0:
+            raise FaultPlanError(f"toxic {self.toxic!r} needs bytes > 0")
 
 
 @dataclass
@@ -75,6 +114,16 @@ class HostAction:
     def __post_init__(self) -> None:
         if self.action not in HOST_ACTIONS:
             raise FaultPlanError(f"unknown host action {self.action!r}; actions: {', '.join(HOST_ACTIONS)}")
+        check_number("seconds", self.seconds, exclusive=True)
+        for name in ("mode", "tid", "mid", "name", "version", "stan", "reason"):
+            check_text(name, getattr(self, name))
+        # what each action hands the admin API (see _apply_host): refused here, not when the host applies it
+        if self.action == "merchant_changed" and not (self.tid and (self.mid or self.name)):
+            raise FaultPlanError("action 'merchant_changed' needs tid and a new mid or name")
+        if self.action == "min_firmware":
+            check_text("version", self.version, pattern=r"\d{1,2}\.\d{1,2}\.\d{1,2}", example="3.0.8")
+        if self.action == "hold_funds" and not self.mid:
+            raise FaultPlanError("action 'hold_funds' needs mid (and stan for one transaction)")
 
 
 @dataclass
@@ -85,29 +134,54 @@ class FaultPlan:
     link: list[LinkToxic] = field(default_factory=list)
     host: list[HostAction] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise FaultPlanError(f"seed must be an integer, got {self.seed!r}")
+
     # -- loading ----------------------------------------------------------------------------
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<plan>") -> FaultPlan:
+        """A plan from parsed TOML/JSON. Anything not understood is an error, never skipped: a misspelled
+        `[[mesage]]` ignored would run a chaos test with no chaos and let it pass."""
+        if not isinstance(data, Mapping):
+            raise FaultPlanError(f"{source}: a fault plan is a table, got {data!r}")
+        unknown = [key for key in data if key not in TOP_KEYS]
+        if unknown:
+            known = ", ".join(_table_name(key, []) for key in TOP_KEYS)
+            names = ", ".join(_table_name(key, data[key]) + _did_you_mean(key, TOP_KEYS) for key in unknown)
+            noun = "table" if all(_table_name(key, data[key]).startswith("[") for key in unknown) else "key"
+            raise FaultPlanError(f"{source}: unknown {noun}{'s' if len(unknown) > 1 else ''} {names}; "
+                                 f"known: {known}")
+        entries: dict[str, list[Any]] = {}
+        for table, kind in zip(TABLES, (DeviceFault, MessageFault, LinkToxic, HostAction), strict=True):
+            value = data.get(table, [])
+            if not isinstance(value, list):
+                raise FaultPlanError(f"{source}: {table} must be an array of tables ([[{table}]] entries), "
+                                     f"got {value!r}")
+            entries[table] = [_build(kind, entry, f"{source}: [[{table}]] #{number}")
+                              for number, entry in enumerate(value, start=1)]
         try:
-            return cls(
-                seed=int(data.get("seed", 0)),
-                device=[_build(DeviceFault, entry, f"{source}: device") for entry in data.get("device", [])],
-                message=[_build(MessageFault, entry, f"{source}: message") for entry in data.get("message", [])],
-                link=[_build(LinkToxic, entry, f"{source}: link") for entry in data.get("link", [])],
-                host=[_build(HostAction, entry, f"{source}: host") for entry in data.get("host", [])],
-            )
+            return cls(seed=data.get("seed", 0), **entries)
         except ValueError as exc:
-            raise FaultPlanError(str(exc) if str(exc).startswith(source) else f"{source}: {exc}") from None
+            raise FaultPlanError(f"{source}: {exc}") from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> FaultPlan:
+        """A plan file: the plan's keys at the top level, or all of them under one `[faults]` table."""
         try:
             data = tomllib.loads(Path(path).read_text("utf-8"))
         except OSError as exc:
             raise FaultPlanError(f"cannot read {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise FaultPlanError(f"{path}: not valid TOML: {exc}") from None
-        return cls.from_mapping(data.get("faults", data), source=str(path))
+        if "faults" in data:
+            outside = [key for key in data if key != "faults"]
+            if outside:  # they would be ignored: the plan is read from [faults] alone
+                names = ", ".join(_table_name(key, data[key]) for key in outside)
+                raise FaultPlanError(f"{path}: {names} outside [faults]; put the whole plan under [faults] "
+                                     f"or none of it")
+            data = data["faults"]
+        return cls.from_mapping(data, source=str(path))
 
     # -- applying ---------------------------------------------------------------------------
     def apply(self, terminal: Any = None, *, host_admin: Any = None) -> None:
@@ -154,18 +228,36 @@ class FaultPlan:
             self.clear(terminal, host_admin=host_admin)
 
 
+def _table_name(key: str, value: Any) -> str:
+    """How the user wrote `key` in TOML: `[[key]]` for an array of tables, `[key]` for a table."""
+    if key in TABLES or (isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value)):
+        return f"[[{key}]]"
+    return f"[{key}]" if isinstance(value, Mapping) else key
+
+
+def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _build(cls: type, entry: Any, where: str) -> Any:
+    """One entry, every key known and every required one present, checked by the class itself; any
+    error is a FaultPlanError prefixed with `where` (file, table and entry number)."""
     if not isinstance(entry, Mapping):
         raise FaultPlanError(f"{where}: expected a table, got {entry!r}")
-    known = {f.name for f in fields(cls) if f.init}
-    unknown = set(entry) - known
+    init = [f for f in fields(cls) if f.init]
+    known = [f.name for f in init]
+    unknown = [key for key in entry if key not in known]
     if unknown:
-        raise FaultPlanError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        names = ", ".join(repr(key) + _did_you_mean(key, known) for key in unknown)
+        raise FaultPlanError(f"{where}: unknown keys {names}; known: {', '.join(known)}")
+    missing = [f.name for f in init
+               if f.default is MISSING and f.default_factory is MISSING and f.name not in entry]
+    if missing:
+        raise FaultPlanError(f"{where}: missing {', '.join(missing)}")
     try:
         return cls(**entry)
-    except TypeError as exc:
-        raise FaultPlanError(f"{where}: {exc}") from None
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise FaultPlanError(f"{where}: {exc}") from None
 
 

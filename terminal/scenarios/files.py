@@ -84,7 +84,12 @@ def load_scenario_file(path: str | Path) -> Scenario:
         raise ScenarioFileError(f"{path}: scenario {name} has no checks: give at least one step an expect table "
                                 f"(a scenario that checks nothing would always pass)")
     terminal_settings = dict(data.get("terminal", {}))
-    plan = FaultPlan.from_mapping(data.get("faults", {}), source=str(path)) if "faults" in data else None
+    plan = None
+    if "faults" in data:  # checked like a step's: a bad plan is the file's error, not a traceback
+        try:
+            plan = FaultPlan.from_mapping(data["faults"], source=f"{path} [faults]")
+        except FaultPlanError as exc:
+            raise ScenarioFileError(str(exc)) from None
 
     async def run(ctx: ScenarioContext) -> None:
         term = ctx.terminal(**terminal_settings)
