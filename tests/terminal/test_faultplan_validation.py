@@ -152,6 +152,7 @@ def test_a_scenario_files_top_level_plan_is_a_file_error_not_a_traceback(tmp_pat
     from terminal.scenarios.files import ScenarioFileError, load_scenario_file
 
     path = tmp_path / "case.toml"
-    path.write_text('name = "X"\n[faults]\n[[faults.mesage]]\naction = "drop"\n[[steps]]\nop = "sign-in"\n')
+    path.write_text('name = "X"\n[faults]\n[[faults.mesage]]\naction = "drop"\n'
+                    '[[steps]]\nop = "sign-in"\nexpect = { ok = true }\n')
     with pytest.raises(ScenarioFileError, match=r"case.toml \[faults\]: unknown table \[\[mesage\]\]"):
         load_scenario_file(path)
