@@ -236,7 +236,7 @@ class FaultyLink(FrameLink):
                     self.faults.log.append((kind, direction, "?"))
                     await self.inner.close()
                     return False
-            elif kind == "reset_peer":
+            elif kind in ("reset_peer", "down"):  # down: the network went away under an open connection
                 self.faults.log.append((kind, direction, "?"))
                 await self.inner.close()
                 return False

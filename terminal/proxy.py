@@ -22,10 +22,21 @@ from protocol.dialect import get_dialect
 from protocol.errors import ProtocolError
 
 from .chaos import FaultSet, FaultyLink
-from .faultplan import FaultPlan
+from .faultplan import FaultPlan, FaultPlanError
 from .links import FrameLink, LinkClosed, LinkUnavailable, open_link, parse_link_url, serve_link
 
 log = logging.getLogger("possim.proxy")
+
+
+def check_plan(plan: FaultPlan) -> None:
+    """FaultPlanError for a plan with [[device]] or [[host]] entries: a proxy sits on the link and can arm
+    neither a terminal's printer nor a host's policy, and a chaos run that silently left out half its plan
+    would pass for the wrong reason."""
+    elsewhere = [name for name, entries in (("[[device]]", plan.device), ("[[host]]", plan.host)) if entries]
+    if elsewhere:
+        raise FaultPlanError(f"{' and '.join(elsewhere)} entries are not the proxy's to apply: device faults go "
+                             f"to terminals (possim terminal/load --faults), host actions to the host (possim ctl "
+                             f"fault); the proxy takes [[message]] and [[link]]")
 
 
 class ChaosProxy:
@@ -39,7 +50,8 @@ class ChaosProxy:
         self.connections = 0
 
     def load_plan(self, plan: FaultPlan) -> None:
-        """Replace the message rules and link toxics with those of `plan` (device faults do not apply)."""
+        """Replace the message rules and link toxics with those of `plan` (FaultPlanError: `check_plan`)."""
+        check_plan(plan)
         self.faults.clear()
         self.faults.rng.seed(plan.seed)
         for rule in plan.message:
@@ -58,6 +70,9 @@ class ChaosProxy:
         return bound
 
     async def _handle(self, terminal: FrameLink) -> None:
+        if any(toxic.toxic == "down" for toxic in self.faults.toxics):
+            self.faults.log.append(("down", "connect", "?"))  # the network is down: nothing gets through
+            return
         try:
             upstream_link = await open_link(self.upstream)
         except (LinkUnavailable, OSError) as exc:

@@ -24,9 +24,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..faultplan import FaultPlan, FaultPlanError
+    from ..proxy import check_plan
 
     try:
         plan = FaultPlan.from_toml(args.faults) if args.faults else FaultPlan()
+        check_plan(plan)
     except FaultPlanError as exc:
         print(f"possim proxy: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -57,3 +57,40 @@ async def test_link_toxics_slicer_latency_and_limit_data(host, make_terminal):
     term.channel.faults.clear()
     assert (await term.echo()).ok  # and reconnects when the toxic is gone
     await term.shut_down()
+
+
+async def test_a_down_link_toxic_at_the_proxy_lets_nothing_through(host, make_terminal):
+    """`toxic = "down"` in a proxy's plan did nothing: the proxy had no case for it. Now an open connection
+    is cut and new ones are closed at once, until the toxic is gone."""
+    from terminal.faultplan import FaultPlan, LinkToxic
+
+    async with ChaosProxy(host.url) as proxy:
+        url = await proxy.listen("tcp://127.0.0.1:0")
+        term = make_terminal(connect=url, reply_timeout=0.5)
+        term.channel.faults = None
+        await term.power_on()
+        assert (await term.sign_in()).ok
+        proxy.load_plan(FaultPlan(link=[LinkToxic("down")]))
+        cut = await term.echo()  # on the connection that was open
+        again = await term.echo()  # on a new one
+        assert not cut.ok and not again.ok and cut.rc is None and again.rc is None
+        assert ("down", "tx", "?") in proxy.faults.log and ("down", "connect", "?") in proxy.faults.log
+        proxy.load_plan(FaultPlan())
+        assert (await term.echo()).ok
+        await term.shut_down()
+
+
+def test_the_proxy_refuses_a_plan_with_device_or_host_entries(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    plan = tmp_path / "faults.toml"
+    plan.write_text('[[message]]\naction = "drop"\nmti = "0210"\n[[device]]\npoint = "printer.out_of_paper"\n'
+                    'count = 1\n')
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "terminal", "proxy", "--listen", "tcp://127.0.0.1:0", "--upstream",
+                           "tcp://127.0.0.1:9", "--faults", str(plan)], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2, done.stderr
+    assert "[[device]] entries are not the proxy's to apply" in done.stderr
