@@ -133,6 +133,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if report.signed_in == 0 and report.terminals:
         return _nobody_signed_in(report)
+    if report.transactions and not report.approved:
+        codes = ", ".join(f"{code} x{count}" for code, count in report.rc.most_common(4))
+        hint = (" - 94 is a duplicate: the host has seen these STANs in this batch, as after an earlier run with "
+                "these identities that never reached its day end; use fresh identities or settle those terminals"
+                if report.rc.most_common(1)[0][0] == "94" else "")
+        print(f"possim load: no transaction was approved ({codes}){hint}", file=sys.stderr)
+        return EXIT_FAILED
     if report.skipped:
         print(f"possim load: {report.skipped} arrivals skipped: every terminal was busy (more terminals, a lower "
               f"--rate, or a faster host)", file=sys.stderr)

@@ -351,3 +351,15 @@ def test_the_final_live_table_fits_80_columns_and_shows_the_reports_throughput()
     assert row.split() == [
         "1000", "998", "123456", "4321", "12.5", "1234.6", "1234.6", "1234.6", "123000", "12", "3"]
     assert "codes 00:123000 51:400 94:56" in text
+
+
+def test_possim_load_exits_1_when_no_transaction_was_approved(tmp_path):
+    """Every reply turned into a decline: a run where nothing was approved is not a success (it exited 0,
+    declines not being errors), and stderr names the codes."""
+    faults = tmp_path / "faults.toml"
+    faults.write_text('[[message]]\naction = "override_rc"\ndirection = "rx"\nmti = "0210"\nrc = "05"\n')
+    load = possim_load_against_host(tmp_path, 2, "--concurrency", "2", "--duration", "1s", "--mix", "sale=1",
+                                    "--faults", str(faults))
+    data = json.loads(load.stdout.splitlines()[-1])
+    assert load.returncode == 1 and data["transactions"] > 0 and data["approved"] == 0, load.stderr
+    assert "possim load: no transaction was approved (" in load.stderr
