@@ -244,15 +244,20 @@ class AcquirerHost:
         return reply, requirement, payload
 
     def _format_error(self, frame: Frame, header: Header, error: ProtocolError, started: float) -> Frame | None:
-        """Answer 30 to a request that does not decode, when enough of it does to address a reply."""
+        """Answer 30 to a request that does not decode, when enough of it does to address a reply.
+
+        Only to a terminal this host knows, and with its registered MID: in a misframed request (a
+        flipped bitmap bit) "field 41" may be reading the PAN, track 2 or PIN block, and echoing or
+        logging those bytes would put card data on the wire and in the log."""
         partial = self.dialect.decode_partial(frame.payload)
-        addressable = (partial is not None and not partial.is_response
-                       and all(isinstance(partial.get(n), str) for n in (11, 41)))
-        if partial is None or not addressable:
+        entry = None
+        if partial is not None and not partial.is_response and isinstance(partial.get(11), str):
+            entry = self.config.terminals.get(partial.get(41))
+        if partial is None or entry is None:
             log.warning(_line(event="malformed", mti=partial.mti if partial else None, error=str(error),
                               action="drop"))
             return None
-        reply = Message(partial.response_mti, {n: partial[n] for n in (11, 41, 42) if n in partial})
+        reply = Message(partial.response_mti, {11: partial[11], 41: entry.tid, 42: entry.mid})
         reply[39] = codes.FORMAT_ERROR
         try:
             payload = self.dialect.encode(reply)
