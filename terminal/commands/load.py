@@ -107,20 +107,24 @@ def run(args: argparse.Namespace) -> int:
     config = LoadConfig(url=args.connect, identities=identities, duration=args.duration, rate=args.rate,
                         concurrency=args.concurrency, ramp_up=args.ramp_up, mix=mix, reply_timeout=args.reply_timeout,
                         seed=args.seed, faults=faults, batch_capacity=args.batch_capacity)
-    if args.processes > 1:
-        from ..load import ShardError, run_sharded
+    try:
+        if args.processes > 1:
+            from ..load import ShardError, run_sharded
 
-        try:
-            report = _with_live_table(lambda progress: run_sharded(config, args.processes, on_progress=progress,
-                                                                   on_interrupt=_say_interrupted),
-                                      quiet=args.quiet or args.json)
-        except ShardError as exc:
-            print(f"possim load: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-    else:
-        report = _with_live_table(
-            lambda progress: asyncio.run(_interruptible(LoadRunner(config, on_progress=progress))),
-            quiet=args.quiet or args.json)
+            try:
+                report = _with_live_table(lambda progress: run_sharded(config, args.processes, on_progress=progress,
+                                                                       on_interrupt=_say_interrupted),
+                                          quiet=args.quiet or args.json)
+            except ShardError as exc:
+                print(f"possim load: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+        else:
+            report = _with_live_table(
+                lambda progress: asyncio.run(_interruptible(LoadRunner(config, on_progress=progress))),
+                quiet=args.quiet or args.json)
+    except KeyboardInterrupt:  # a second Ctrl-C: the user chose to abort the day end
+        print("possim load: aborted: no report, and terminals may still be signed in at the host", file=sys.stderr)
+        return EXIT_INTERRUPTED
     data = report.as_json()
     print(json.dumps(data))
     if args.report:
@@ -158,16 +162,17 @@ def _say_interrupted() -> None:
 
 async def _interruptible(runner: Any) -> Any:
     """`runner.run()` where a first Ctrl-C stops it cleanly (`LoadRunner.stop`: the host is left with no
-    open day) and a second aborts, Python's own handler being back by then."""
+    open day) and a later one aborts (`Interrupts`)."""
+    from ..load.runner import Interrupts
+
     loop = asyncio.get_running_loop()
 
-    def interrupted() -> None:
-        loop.remove_signal_handler(signal.SIGINT)
+    def first() -> None:
         _say_interrupted()
         runner.stop()
 
     try:
-        loop.add_signal_handler(signal.SIGINT, interrupted)
+        loop.add_signal_handler(signal.SIGINT, Interrupts(first))
     except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here: run as it is
         return await runner.run()
     try:

@@ -54,6 +54,27 @@ def parse_mix(text: str) -> dict[str, int]:
     return mix
 
 
+class Interrupts:
+    """Ctrl-C during a load run: the first stops it cleanly (`on_first`), a later one aborts.
+
+    A SIGINT that arrives within `same_press_s` of the first is the same press delivered twice - the
+    terminal sends it to the whole process group, and a wrapper such as `timeout` forwards its own copy -
+    so it is ignored rather than taken as "abort" (which would leave every terminal's day open)."""
+
+    def __init__(self, on_first: Callable[[], None], *, same_press_s: float = 1.0) -> None:
+        self._on_first = on_first
+        self._same_press_s = same_press_s
+        self._first: float | None = None
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self._first is None:
+            self._first = now
+            self._on_first()
+        elif now - self._first >= self._same_press_s:
+            raise KeyboardInterrupt
+
+
 #: The error kind of a sign-in the host answered with a refusal starts with this; one the host never
 #: answered (refused connection, silence) is named by its cause instead.
 SIGN_IN_DECLINED = "sign_in declined rc="

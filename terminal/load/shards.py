@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from .runner import LoadConfig, LoadReport, LoadRunner
+from .runner import Interrupts, LoadConfig, LoadReport, LoadRunner
 
 #: Seconds between a shard's progress snapshots to the parent (the live table's refresh).
 PROGRESS_EVERY = 0.5
@@ -175,20 +175,20 @@ def run_sharded(config: LoadConfig, processes: int, *,
 @contextmanager
 def _stopped_by_sigint(start: Any, stop: Any, on_interrupt: Callable[[], None] | None) -> Iterator[None]:
     """While the shards run, a first SIGINT sets `stop` (and `start`, should the shards still be at the
-    barrier); the handler before it is back for the second. Outside the main thread, nothing changes."""
+    barrier); a later one aborts (`Interrupts`). Outside the main thread, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
 
-    def interrupted(_signum: int, _frame: Any) -> None:
-        signal.signal(signal.SIGINT, previous)
+    def first() -> None:
         stop.set()
         start.set()
         if on_interrupt is not None:
             on_interrupt()
 
-    signal.signal(signal.SIGINT, interrupted)
+    interrupts = Interrupts(first)
+    signal.signal(signal.SIGINT, lambda _signum, _frame: interrupts())
     try:
         yield
     finally:

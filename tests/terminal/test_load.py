@@ -268,14 +268,17 @@ def test_ctrl_c_stops_the_run_closes_every_day_and_reports(tmp_path, processes):
         load = subprocess.Popen([sys.executable, "-m", "terminal", "load", "--connect", url, "--identities", str(ids),
                                  "--concurrency", "4", "--duration", "10m", "--mix", "sale=1", "--quiet",
                                  "--processes", processes], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=env, text=True)
+                                env=env, text=True, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # until sales reach the host
             with sqlite3.connect(db) as ledger:
                 if ledger.execute("SELECT COUNT(*) FROM txn WHERE kind = 'sale'").fetchone()[0] >= 8:
                     break
             time.sleep(0.1)
-        load.send_signal(signal.SIGINT)
+        # as a terminal's Ctrl-C: to the whole process group (shards too), and twice at once, as when a
+        # wrapper such as `timeout` forwards its own copy - one press, not "abort"
+        os.killpg(load.pid, signal.SIGINT)
+        os.killpg(load.pid, signal.SIGINT)
         out, err = load.communicate(timeout=60)
         with sqlite3.connect(db) as ledger:
             open_days = ledger.execute("SELECT COUNT(*) FROM session WHERE signed_in = 1").fetchone()[0]
@@ -363,3 +366,17 @@ def test_possim_load_exits_1_when_no_transaction_was_approved(tmp_path):
     data = json.loads(load.stdout.splitlines()[-1])
     assert load.returncode == 1 and data["transactions"] > 0 and data["approved"] == 0, load.stderr
     assert "possim load: no transaction was approved (" in load.stderr
+
+
+def test_a_second_ctrl_c_aborts_only_when_it_is_a_second_press():
+    from terminal.load.runner import Interrupts
+
+    stops: list[str] = []
+    interrupts = Interrupts(lambda: stops.append("stop"), same_press_s=60)
+    interrupts()
+    interrupts()  # the same press delivered twice
+    assert stops == ["stop"]
+    later = Interrupts(lambda: stops.append("stop"), same_press_s=0)
+    later()
+    with pytest.raises(KeyboardInterrupt):
+        later()
