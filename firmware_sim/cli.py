@@ -100,10 +100,16 @@ def run_build(args: argparse.Namespace) -> int:
 
     try:
         key = load_private_key(args.key) if args.key else None
+    except (OSError, ValueError) as exc:
+        return _fail(f"--key {args.key}: {getattr(exc, 'strerror', None) or exc}")
+    try:
         image = build_image(args.version, size=args.size, signing_key=key, signed=not args.unsigned, seed=args.seed)
     except (OSError, ValueError, FirmwareError) as exc:
         return _fail(str(exc))
-    Path(args.out).write_bytes(image.to_bytes())
+    try:
+        Path(args.out).write_bytes(image.to_bytes())
+    except OSError as exc:  # a missing folder, a directory, no permission: name it, no traceback
+        return _fail(f"--out {args.out}: cannot write: {exc.strerror or exc}")
     if args.json:
         print(json.dumps({"file": args.out, **image.describe()}))
     else:

@@ -94,3 +94,12 @@ def test_usage_errors(capsys, tmp_path):
     assert main(["firmware"]) == 2
     assert main(["firmware", "build", "3.0.8", "--out", str(tmp_path / "x"), "--size", "0"]) == 2
     assert main(["firmware", "verify", str(tmp_path / "missing.img")]) == 2
+
+
+def test_build_names_an_unwritable_out_or_a_missing_key(tmp_path, capsys):
+    """Both were a traceback (exit 1) or an errno without the option's name (QA)."""
+    assert main(["firmware", "build", "3.0.8", "--out", str(tmp_path / "no" / "fw.img")]) == 2
+    assert f"--out {tmp_path / 'no' / 'fw.img'}: cannot write: No such file or directory" in capsys.readouterr().err
+    assert main(["firmware", "build", "3.0.8", "--out", str(tmp_path / "fw.img"), "--key", str(tmp_path / "zz")]) == 2
+    assert f"--key {tmp_path / 'zz'}: No such file or directory" in capsys.readouterr().err
+    assert not (tmp_path / "fw.img").exists()
