@@ -100,8 +100,10 @@ def run_build(args: argparse.Namespace) -> int:
 
     try:
         key = load_private_key(args.key) if args.key else None
-    except (OSError, ValueError) as exc:
-        return _fail(f"--key {args.key}: {getattr(exc, 'strerror', None) or exc}")
+    except OSError as exc:
+        return _fail(f"--key {args.key}: {exc.strerror or exc}")
+    except (ValueError, FirmwareError) as exc:  # the key file's content: the message names the file
+        return _fail(str(exc))
     try:
         image = build_image(args.version, size=args.size, signing_key=key, signed=not args.unsigned, seed=args.seed)
     except (OSError, ValueError, FirmwareError) as exc:
