@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from .config import HostConfig, HostConfigError
@@ -92,17 +91,6 @@ def _message_log(target: str) -> logging.Handler:
     return handler
 
 
-def _ledger_problem(path: str, exc: Exception) -> str:
-    """Why the ledger at `path` cannot be opened, in words: SQLite only says "unable to open database file",
-    which does not tell a missing directory from a directory given as the file."""
-    target = Path(path)
-    if target.is_dir():
-        return "it is a directory"
-    if not target.parent.is_dir():
-        return f"directory {target.parent} does not exist"
-    return str(exc)
-
-
 def run_host(args: argparse.Namespace) -> int:
     """Check every input (links, config, firmware, ledger, trace and log files) before serving, so a typo is
     a usage error (2) naming what was wrong, and 4 is kept for a link that is valid but cannot be opened."""
@@ -155,7 +143,9 @@ async def _serve(config: HostConfig, args: argparse.Namespace, tracer: Callable[
     try:
         server = HostServer(config, args.db)
     except sqlite3.Error as exc:
-        print(f"possim host: cannot open ledger {args.db}: {_ledger_problem(args.db, exc)}", file=sys.stderr)
+        from terminal.cli import output_file_problem
+
+        print(f"possim host: cannot open ledger {args.db}: {output_file_problem(args.db) or exc}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,6 +20,32 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_LINK = 4
 
+def output_file_problem(path: str) -> str | None:
+    """Why a file cannot be written at `path` (None when it can), in words: for checking a report or ledger
+    path before a run of minutes rather than losing the run to a typo, and for saying what SQLite's
+    "unable to open database file" meant.
+
+    It opens the file for appending, the way it will be written, so permissions, a read-only file system
+    and the like all show; a file this check creates is removed again, an existing one is left as it was
+    (appending nothing changes nothing)."""
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        return "it is a directory"
+    if not target.parent.is_dir():
+        return f"directory {target.parent} does not exist"
+    existed = target.exists()
+    try:
+        with open(target, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    if not existed:
+        target.unlink()
+    return None
+
+
 #: Modules that provide subcommands, in the order `possim --help` lists them.
 COMMAND_MODULES = (
     "terminal.commands.demo",

@@ -7,7 +7,6 @@ import asyncio
 import csv
 import json
 import math
-import os
 import re
 import signal
 import sys
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..cli import EXIT_FAILED, EXIT_LINK, EXIT_OK, EXIT_USAGE
+from ..cli import EXIT_FAILED, EXIT_LINK, EXIT_OK, EXIT_USAGE, output_file_problem
 
 
 def parse_duration(text: str) -> float:
@@ -197,17 +196,12 @@ def _fleet(args: argparse.Namespace, read: Callable[[str], list[Any]], generate:
 
 def check_report_path(path: str) -> None:
     """Refuse, before a run of minutes, a report that could not be written after it: a format other
-    than .json / .csv, a directory, or a folder that does not exist or cannot be written."""
-    target = Path(path)
-    if target.suffix.lower() not in (".json", ".csv"):
+    than .json / .csv, or a path no file can be written at (`output_file_problem`)."""
+    if Path(path).suffix.lower() not in (".json", ".csv"):
         raise ValueError(f"--report {path}: the file must end in .json or .csv")
-    if target.is_dir():
-        raise ValueError(f"--report {path}: is a directory")
-    folder = target.parent
-    if not folder.is_dir():
-        raise ValueError(f"--report {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ValueError(f"--report {path}: not writable")
+    problem = output_file_problem(path)
+    if problem:
+        raise ValueError(f"--report {path}: {problem}")
 
 
 def _nobody_signed_in(report: Any) -> int:

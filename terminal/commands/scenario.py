@@ -7,10 +7,9 @@ import asyncio
 import json
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
-from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, output_file_problem
 
 
 def register(subparsers: Any) -> None:
@@ -70,7 +69,7 @@ def run_run(args: argparse.Namespace) -> int:
         print(f"possim scenario run: unknown scenarios {unknown}; see possim scenario list", file=sys.stderr)
         return EXIT_USAGE
     if args.junit:
-        problem = junit_problem(args.junit)
+        problem = output_file_problem(args.junit)
         if problem:
             print(f"possim scenario run: --junit {args.junit}: {problem}", file=sys.stderr)
             return EXIT_USAGE
@@ -85,29 +84,6 @@ def run_run(args: argparse.Namespace) -> int:
             print(f"possim scenario run: cannot write --junit {args.junit}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAILED
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def junit_problem(path: str) -> str | None:
-    """Why the JUnit report cannot be written to `path` (None when it can), found before any scenario runs:
-    a run can take minutes, and its report must not be lost to a typo in the path.
-
-    The check opens the file for appending, the way the report will be written, so permissions, a read-only
-    file system and the like all show; a file this check creates is removed again, an existing one is left as
-    it was (appending nothing changes nothing)."""
-    target = Path(path)
-    if target.is_dir():
-        return "is a directory"
-    if not target.parent.is_dir():
-        return f"directory {target.parent} does not exist"
-    existed = target.exists()
-    try:
-        with open(target, "a", encoding="utf-8"):
-            pass
-    except OSError as exc:
-        return str(exc.strerror or exc)
-    if not existed:
-        target.unlink()
-    return None
 
 
 async def _run_all(names: list[str], args: argparse.Namespace) -> list[Any]:

@@ -19,7 +19,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize(("where", "reason"), [
     ("missing/dir/x.xml", "directory {tmp}/missing/dir does not exist"),
-    (".", "is a directory"),
+    (".", "it is a directory"),
 ])
 def test_junit_path_that_cannot_be_written_is_refused_before_running(capsys, tmp_path: Path, where: str,
                                                                       reason: str) -> None:

@@ -310,7 +310,7 @@ def test_possim_load_refuses_what_it_could_not_honour_before_the_run(tmp_path, c
                       ("sale=1,balance=1,balance=0", "names balance twice"), ("sale=80,,void=5", "an empty item"),
                       ("sale=99999999999999", "from 0 to 999999")):
         assert says in _usage_error(capsys, "--mix", mix)
-    assert "folder /nonexistent does not exist" in _usage_error(capsys, "--report", "/nonexistent/out.json")
+    assert "directory /nonexistent does not exist" in _usage_error(capsys, "--report", "/nonexistent/out.json")
     assert "must end in .json or .csv" in _usage_error(capsys, "--report", str(tmp_path / "out.txt"))
     ids = tmp_path / "ids.csv"
     write_identities(generate_identities(3), ids)
