@@ -82,11 +82,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..faultplan import FaultPlan, FaultPlanError
-    from ..load import LoadConfig, LoadRunner, generate_identities, read_identities, write_identities
+    from ..load import LoadConfig, LoadRunner, write_identities
     from ..load.runner import parse_mix
 
     try:
-        identities = _fleet(args, read_identities, generate_identities)
+        identities = _fleet(args)
         if args.emit_identities:
             write_identities(identities, args.emit_identities)
             print(f"wrote {len(identities)} identities to {args.emit_identities}")
@@ -180,13 +180,14 @@ async def _interruptible(runner: Any) -> Any:
         loop.remove_signal_handler(signal.SIGINT)
 
 
-def _fleet(args: argparse.Namespace, read: Callable[[str], list[Any]], generate: Callable[[int], list[Any]]
-           ) -> list[Any]:
+def _fleet(args: argparse.Namespace) -> list[Any]:
     """The fleet's identities: generated (--terminals, default 10), or the file's (all of them, or its
     first --terminals); ValueError when the file has fewer than asked for."""
+    from ..load import generate_identities, read_identities
+
     if not args.identities:
-        return generate(args.terminals or 10)
-    identities = read(args.identities)
+        return generate_identities(args.terminals or 10)
+    identities = read_identities(args.identities)
     if args.terminals is None:
         return identities
     if args.terminals > len(identities):

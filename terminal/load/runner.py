@@ -321,13 +321,11 @@ class LoadRunner:
         async def worker() -> None:
             while True:
                 term = await self._idle.get()
-                try:
-                    if not self._may_start(t0):
-                        return
-                    self._started += 1
-                    await self._transact(term)
-                finally:
+                if not self._may_start(t0):
                     self._idle.put_nowait(term)
+                    return
+                self._started += 1
+                await self._run_one(term)
 
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(self._signed_in)))))
 
@@ -355,6 +353,7 @@ class LoadRunner:
             await asyncio.gather(*tasks)
 
     async def _run_one(self, term: Any) -> None:
+        """One transaction on `term`, which goes back to the idle terminals whatever happens."""
         try:
             await self._transact(term)
         finally:

@@ -332,7 +332,7 @@ def test_identities_file_first_n_terminals(tmp_path):
     from terminal.commands.load import _fleet
 
     args = argparse.Namespace(identities=str(ids), terminals=2)
-    assert [i.tid for i in _fleet(args, read_identities, generate_identities)] == ["80000001", "80000002"]
+    assert [i.tid for i in _fleet(args)] == ["80000001", "80000002"]
 
 
 def test_the_final_live_table_fits_80_columns_and_shows_the_reports_throughput():
